@@ -1,0 +1,420 @@
+//! The fused quantizer mixture: `x̂ = Σ_i p_i · Q_i(x)` in one pass forward, and `dx` and `dp`
+//! in one pass backward, as a candle custom op with a multi-threaded CPU kernel and a CUDA
+//! kernel.
+//!
+//! A quantizer family only provides its per-element function through [`ElementQuantizer`]:
+//! `q(x; θ_i)` and its straight-through derivative `ste(x; θ_i)`, where `θ_i` are the
+//! `PARAMS` parameters of branch `i` (for example step and clip threshold). The op does the
+//! rest:
+//!
+//! * forward: `out[e] = 0 + p_0·q(x_e; θ_0) + p_1·q(x_e; θ_1) + ...` in f32, in branch order
+//!   (the reference's summation order);
+//! * backward, given `g = dL/dx̂`: `dx[e] = g[e] · Σ_i p_i · ste(x_e; θ_i)` and
+//!   `dp_i = Σ_e q(x_e; θ_i) · g[e]`, accumulated in f64 per fixed-size chunk and summed in
+//!   chunk order, so the result does not depend on the number of threads.
+//!
+//! The branch parameters are a tensor computed on the device by ordinary tensor ops (the
+//! Gaussian quantizer's steps depend on `std(W)`), so nothing waits for the host.
+//!
+//! The CUDA kernel is the plugin's CUDA C element functions (`edmips_q`, `edmips_ste`) pasted
+//! into a template and compiled at run time with NVRTC (`--fmad=false`, IEEE division), one
+//! module per quantizer family. Every family registers its source with
+//! [`register_kernel_source!`](crate::register_kernel_source) so a test can compile them all.
+
+use std::marker::PhantomData;
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Most branches a mixture may have (the CUDA kernel keeps one accumulator per branch).
+pub const MAX_BRANCHES: usize = 16;
+
+/// Elements per work chunk of the CPU kernels. Fixed, so partial sums (and thus results)
+/// are the same whatever the number of threads.
+pub const CHUNK: usize = 1 << 14;
+
+/// A per-element quantizer family, the unit the fused mixture op is generic over.
+pub trait ElementQuantizer: Send + Sync + 'static {
+    /// Unique name, used as the CUDA module name (letters, digits, `_`).
+    const NAME: &'static str;
+    /// Number of f32 parameters per branch.
+    const PARAMS: usize;
+    /// CUDA C source defining `__device__ float edmips_q(float x, const float* prm)` and
+    /// `__device__ float edmips_ste(float x, const float* prm)`, the same functions as
+    /// [`q`](Self::q) and [`ste`](Self::ste).
+    const CUDA_SOURCE: &'static str;
+
+    /// The quantized value of `x` for one branch's parameters `prm` (length `PARAMS`).
+    fn q(x: f32, prm: &[f32]) -> f32;
+
+    /// The straight-through derivative `dq/dx` used in the backward pass.
+    fn ste(x: f32, prm: &[f32]) -> f32;
+}
+
+/// The mixture `Σ_i probs[i] · q(x; params[i])` with gradients to `x` and `probs`.
+///
+/// `probs` is rank 1 (`k` branches), `params` is `[k, Q::PARAMS]` and receives no gradient.
+/// The result has `x`'s shape and is f32.
+pub fn mixture<Q: ElementQuantizer>(x: &Tensor, probs: &Tensor, params: &Tensor) -> Result<Tensor> {
+    let k = probs.dims1().map_err(|_| shape_err::<Q>("mixing weights", "rank 1", probs))?;
+    if k == 0 || k > MAX_BRANCHES {
+        return Err(Error::msg(format!("{}: a mixture needs 1..={MAX_BRANCHES} branches, got {k}", Q::NAME)));
+    }
+    if params.dims() != [k, Q::PARAMS] {
+        return Err(shape_err::<Q>("branch parameters", &format!("[{k}, {}]", Q::PARAMS), params));
+    }
+    let pp = Tensor::cat(&[&probs.to_dtype(DType::F32)?, &params.detach().to_dtype(DType::F32)?.flatten_all()?], 0)?;
+    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    Ok(x.apply_op2(&pp, MixtureOp::<Q> { k, _q: PhantomData })?)
+}
+
+fn shape_err<Q: ElementQuantizer>(what: &str, expected: &str, t: &Tensor) -> Error {
+    Error::Shape {
+        context: format!("{} mixture {what}", Q::NAME),
+        expected: expected.into(),
+        found: format!("{:?}", t.dims()),
+    }
+}
+
+/// The forward custom op; arguments are `x` and `pp = [p_0..p_{k-1}, θ_0.., θ_1.., ...]`.
+struct MixtureOp<Q> {
+    k: usize,
+    _q: PhantomData<fn() -> Q>,
+}
+
+/// The backward custom op; arguments are `x`, `pp` and `g`, output `[dx (n), dp (k)]`.
+struct MixtureBwdOp<Q> {
+    k: usize,
+    _q: PhantomData<fn() -> Q>,
+}
+
+fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("mixture op: {what} must be f32, got {:?}", candle_core::backend::BackendStorage::dtype(s))
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("mixture op: {what} must be contiguous"),
+    }
+}
+
+/// CPU forward kernel over plain slices (public for benchmarks and tests).
+pub fn cpu_forward<Q: ElementQuantizer>(x: &[f32], probs: &[f32], params: &[f32], out: &mut [f32]) {
+    let k = probs.len();
+    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, xs)| {
+        for (oe, &xe) in o.iter_mut().zip(xs) {
+            let mut acc = 0.0f32;
+            for b in 0..k {
+                acc += probs[b] * Q::q(xe, &params[b * Q::PARAMS..(b + 1) * Q::PARAMS]);
+            }
+            *oe = acc;
+        }
+    });
+}
+
+/// CPU backward kernel over plain slices: writes `dx` and returns `dp` (public for benchmarks).
+pub fn cpu_backward<Q: ElementQuantizer>(
+    x: &[f32],
+    probs: &[f32],
+    params: &[f32],
+    g: &[f32],
+    dx: &mut [f32],
+) -> Vec<f32> {
+    let k = probs.len();
+    let partials: Vec<[f64; MAX_BRANCHES]> = dx
+        .par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .map(|((d, xs), gs)| {
+            let mut dp = [0f64; MAX_BRANCHES];
+            for ((de, &xe), &ge) in d.iter_mut().zip(xs).zip(gs) {
+                let mut s = 0.0f32;
+                for b in 0..k {
+                    let prm = &params[b * Q::PARAMS..(b + 1) * Q::PARAMS];
+                    s += probs[b] * Q::ste(xe, prm);
+                    dp[b] += Q::q(xe, prm) as f64 * ge as f64;
+                }
+                *de = ge * s;
+            }
+            dp
+        })
+        .collect();
+    let mut dp = vec![0f64; k];
+    for part in &partials {
+        for b in 0..k {
+            dp[b] += part[b];
+        }
+    }
+    dp.into_iter().map(|v| v as f32).collect()
+}
+
+impl<Q: ElementQuantizer> CustomOp2 for MixtureOp<Q> {
+    fn name(&self) -> &'static str {
+        "edmips-mixture"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(s1, l1, "x")?;
+        let pp = cpu_f32(s2, l2, "weights")?;
+        let (probs, params) = pp.split_at(self.k);
+        let mut out = vec![0f32; x.len()];
+        cpu_forward::<Q>(x, probs, params, &mut out);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::mixture_fwd::<Q>(self.k, s1, l1, s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        pp: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = x.elem_count();
+        let g = g.contiguous()?;
+        let packed = x.apply_op3_no_bwd(pp, &g, &MixtureBwdOp::<Q> { k: self.k, _q: PhantomData })?;
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dp = packed.narrow(0, n, self.k)?;
+        let zeros = Tensor::zeros(pp.elem_count() - self.k, DType::F32, pp.device())?;
+        Ok((Some(dx), Some(Tensor::cat(&[&dp, &zeros], 0)?)))
+    }
+}
+
+impl<Q: ElementQuantizer> CustomOp3 for MixtureBwdOp<Q> {
+    fn name(&self) -> &'static str {
+        "edmips-mixture-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(s1, l1, "x")?;
+        let pp = cpu_f32(s2, l2, "weights")?;
+        let g = cpu_f32(s3, l3, "gradient")?;
+        let (probs, params) = pp.split_at(self.k);
+        let n = x.len();
+        let mut out = vec![0f32; n + self.k];
+        let dp = cpu_backward::<Q>(x, probs, params, g, &mut out[..n]);
+        out[n..].copy_from_slice(&dp);
+        Ok((CpuStorage::F32(out), Shape::from(n + self.k)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::mixture_bwd::<Q>(self.k, s1, l1, s2, l2, s3, l3)
+    }
+}
+
+/// The full CUDA C source of a family's mixture kernels: its element functions and the
+/// `mix_fwd`, `mix_bwd` and `mix_reduce` kernels.
+pub fn cuda_source<Q: ElementQuantizer>() -> String {
+    format!("// edmips mixture kernels for `{}`\n{}\n{}\n", Q::NAME, Q::CUDA_SOURCE, MIXTURE_CUDA_TEMPLATE)
+}
+
+/// The kernels shared by every family; they call the family's `edmips_q` and `edmips_ste`.
+const MIXTURE_CUDA_TEMPLATE: &str = r#"
+#define EDMIPS_MAXK 16
+#define EDMIPS_BLOCK 256
+
+extern "C" __global__ void mix_fwd(const float* __restrict__ x, const float* __restrict__ pp,
+                                   float* __restrict__ out, unsigned long long n, int k, int np) {
+    const float* prm = pp + k;
+    unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float xv = x[i];
+        float acc = 0.0f;
+        for (int b = 0; b < k; ++b) acc = __fadd_rn(acc, __fmul_rn(pp[b], edmips_q(xv, prm + b * np)));
+        out[i] = acc;
+    }
+}
+
+extern "C" __global__ void mix_bwd(const float* __restrict__ x, const float* __restrict__ pp,
+                                   const float* __restrict__ g, float* __restrict__ out,
+                                   double* __restrict__ partial, unsigned long long n, int k, int np) {
+    __shared__ double sh[EDMIPS_BLOCK];
+    double acc[EDMIPS_MAXK];
+    for (int b = 0; b < EDMIPS_MAXK; ++b) acc[b] = 0.0;
+    const float* prm = pp + k;
+    unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float xv = x[i];
+        float gv = g[i];
+        float s = 0.0f;
+        for (int b = 0; b < k; ++b) {
+            const float* pb = prm + b * np;
+            s = __fadd_rn(s, __fmul_rn(pp[b], edmips_ste(xv, pb)));
+            acc[b] += (double)edmips_q(xv, pb) * (double)gv;
+        }
+        out[i] = __fmul_rn(gv, s);
+    }
+    for (int b = 0; b < k; ++b) {
+        sh[threadIdx.x] = acc[b];
+        __syncthreads();
+        for (int w = EDMIPS_BLOCK / 2; w > 0; w >>= 1) {
+            if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) partial[(unsigned long long)blockIdx.x * k + b] = sh[0];
+        __syncthreads();
+    }
+}
+
+extern "C" __global__ void mix_reduce(const double* __restrict__ partial, float* __restrict__ out,
+                                      unsigned long long n, int k, int nblocks) {
+    int b = threadIdx.x;
+    if (b < k) {
+        double s = 0.0;
+        for (int j = 0; j < nblocks; ++j) s += partial[(unsigned long long)j * k + b];
+        out[n + b] = (float)s;
+    }
+}
+"#;
+
+/// A CUDA source known to edmips, compiled by the NVRTC check test.
+pub struct KernelSource {
+    /// Module name.
+    pub name: &'static str,
+    /// Produces the full source.
+    pub source: fn() -> String,
+}
+
+inventory::collect!(KernelSource);
+
+/// Every registered CUDA kernel source.
+pub fn kernel_sources() -> Vec<&'static KernelSource> {
+    let mut v: Vec<_> = inventory::iter::<KernelSource>.into_iter().collect();
+    v.sort_by_key(|k| k.name);
+    v
+}
+
+/// Registers the mixture kernel source of an [`ElementQuantizer`] type so the NVRTC check
+/// test compiles it: `register_kernel_source!(MyElementQuantizer);`.
+#[macro_export]
+macro_rules! register_kernel_source {
+    ($q:ty) => {
+        $crate::inventory::submit! {
+            $crate::ops::mixture::KernelSource {
+                name: <$q as $crate::ops::mixture::ElementQuantizer>::NAME,
+                source: $crate::ops::mixture::cuda_source::<$q>,
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// A test family: q(x) = a·x² (smooth, so finite differences apply), ste = 2·a·x.
+    struct Square;
+    impl ElementQuantizer for Square {
+        const NAME: &'static str = "test_square";
+        const PARAMS: usize = 1;
+        const CUDA_SOURCE: &'static str = "__device__ float edmips_q(float x, const float* p) { return p[0]*x*x; }\n\
+             __device__ float edmips_ste(float x, const float* p) { return 2.0f*p[0]*x; }";
+        fn q(x: f32, p: &[f32]) -> f32 {
+            p[0] * x * x
+        }
+        fn ste(x: f32, p: &[f32]) -> f32 {
+            2.0 * p[0] * x
+        }
+    }
+
+    #[test]
+    fn forward_and_backward_match_composed_autograd() {
+        let dev = Device::Cpu;
+        let n = 3 * CHUNK + 17; // several chunks and a ragged tail
+        let xs: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+        let x = Var::from_vec(xs.clone(), n, &dev).unwrap();
+        let p = Var::from_vec(vec![0.2f32, 0.5, 0.3], 3, &dev).unwrap();
+        let params = Tensor::new(&[[1.5f32], [-0.5], [0.25]], &dev).unwrap();
+        let g: Vec<f32> = (0..n).map(|i| ((i * 31 % 17) as f32) / 17.0 - 0.5).collect();
+        let g = Tensor::from_vec(g, n, &dev).unwrap();
+
+        let y = mixture::<Square>(x.as_tensor(), p.as_tensor(), &params).unwrap();
+        let grads = y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
+        let dx = grads.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        let dp = grads.get(p.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+
+        // Independent f64 reference.
+        let a = [1.5f64, -0.5, 0.25];
+        let pv = [0.2f64, 0.5, 0.3];
+        let gv = g.to_vec1::<f32>().unwrap();
+        let yv = y.to_vec1::<f32>().unwrap();
+        let mut dp_ref = [0f64; 3];
+        for i in 0..n {
+            let xe = xs[i] as f64;
+            let y_ref: f64 = (0..3).map(|b| pv[b] * a[b] * xe * xe).sum();
+            assert!((yv[i] as f64 - y_ref).abs() < 1e-6, "y[{i}]");
+            let dx_ref: f64 = gv[i] as f64 * (0..3).map(|b| pv[b] * 2.0 * a[b] * xe).sum::<f64>();
+            assert!((dx[i] as f64 - dx_ref).abs() < 1e-6, "dx[{i}]");
+            for b in 0..3 {
+                dp_ref[b] += a[b] * xe * xe * gv[i] as f64;
+            }
+        }
+        for b in 0..3 {
+            assert!((dp[b] as f64 - dp_ref[b]).abs() < 1e-3 * dp_ref[b].abs().max(1.0), "dp[{b}]");
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_thread_count() {
+        let n = 5 * CHUNK + 3;
+        let xs: Vec<f32> = (0..n).map(|i| (i as f32).sin()).collect();
+        let gs: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).cos()).collect();
+        let probs = [0.25f32, 0.75];
+        let params = [0.5f32, 2.0];
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut dx = vec![0f32; n];
+                let dp = cpu_backward::<Square>(&xs, &probs, &params, &gs, &mut dx);
+                (dx, dp)
+            })
+        };
+        assert_eq!(run(1), run(3));
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros(4, DType::F32, &dev).unwrap();
+        let p = Tensor::zeros(2, DType::F32, &dev).unwrap();
+        let bad = Tensor::zeros((3, 1), DType::F32, &dev).unwrap();
+        let e = mixture::<Square>(&x, &p, &bad).unwrap_err().to_string();
+        assert!(e.contains("expected [2, 1]"), "{e}");
+    }
+}

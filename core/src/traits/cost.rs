@@ -1,0 +1,117 @@
+//! The [`ComplexityCost`] trait: a differentiable complexity of the relaxed architecture, the
+//! exact cost of a discrete one, and a human-readable summary.
+//!
+//! EdMIPS's `bitops` cost is `size_product · E[abits] · E[wbits]` per layer, summed over the
+//! searchable layers and divided by the first layer's `size_product` (decision D3). Its summary
+//! gives BitOps, bita, bitw and the "normalised bit" `sqrt(BitOps / Σ size_product)`.
+//!
+//! # Example: a model-size cost
+//!
+//! ```
+//! use edmips_core::candle::{Device, Tensor};
+//! use edmips_core::{BitDistribution, ComplexityCost, CostSummary, LayerBits, LayerInfo, Result};
+//!
+//! /// Weight memory in Mbit: param_size · E[wbits]; activations are free.
+//! #[derive(Debug)]
+//! struct ModelSize;
+//! impl ComplexityCost for ModelSize {
+//!     fn id(&self) -> &str { "model_size" }
+//!     fn unit(&self) -> &str { "Mbit" }
+//!     fn layer_cost(&self, l: &LayerInfo, _a: &BitDistribution, w: &BitDistribution) -> Result<Tensor> {
+//!         Ok((w.expected()? * l.param_size())?)
+//!     }
+//!     fn normalizer(&self, _layers: &[LayerInfo]) -> f64 { 1.0 }
+//!     fn discrete_cost(&self, l: &LayerInfo, bits: LayerBits) -> f64 { l.param_size() * bits.wbit }
+//!     fn summarize(&self, layers: &[LayerInfo], bits: &[LayerBits]) -> CostSummary {
+//!         let total: f64 = layers.iter().zip(bits).map(|(l, b)| self.discrete_cost(l, *b)).sum();
+//!         CostSummary { headline: ("size".into(), total), metrics: vec![("size".into(), total, "Mbit".into())] }
+//!     }
+//! }
+//! ```
+
+use std::fmt;
+
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::layer_info::LayerInfo;
+
+/// A relaxed distribution over candidate bit widths: the candidates and their mixing weights.
+#[derive(Debug, Clone)]
+pub struct BitDistribution {
+    /// Candidate bit widths.
+    pub bits: Vec<u32>,
+    /// Mixing weights, rank 1, one per candidate (differentiable).
+    pub probs: Tensor,
+}
+
+impl BitDistribution {
+    /// `Σ_i probs[i] · bits[i]` as a differentiable scalar, summed in index order.
+    pub fn expected(&self) -> Result<Tensor> {
+        let bits: Vec<f32> = self.bits.iter().map(|&b| b as f32).collect();
+        let bits = Tensor::from_vec(bits, self.bits.len(), self.probs.device())?;
+        Ok(self.probs.to_dtype(DType::F32)?.mul(&bits)?.sum_all()?)
+    }
+}
+
+/// The (wbit, abit) of one layer; fractional for expected values of a relaxed architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LayerBits {
+    /// Weight bits.
+    pub wbit: f64,
+    /// Activation bits.
+    pub abit: f64,
+}
+
+/// A cost's summary of an allocation: named metrics, and one headline figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostSummary {
+    /// The figure that stands for the whole allocation (EdMIPS: normalised bit).
+    pub headline: (String, f64),
+    /// (name, value, unit) in display order.
+    pub metrics: Vec<(String, f64, String)>,
+}
+
+impl CostSummary {
+    /// The value of the metric called `name`, if present.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.metrics.iter().find(|m| m.0 == name).map(|m| m.1)
+    }
+}
+
+/// A complexity-cost plugin. See the [module docs](self) for an example.
+pub trait ComplexityCost: Send + Sync + fmt::Debug {
+    /// The registry id.
+    fn id(&self) -> &str;
+
+    /// Unit of the relaxed cost's numerator (e.g. `MBitOps`).
+    fn unit(&self) -> &str;
+
+    /// Differentiable cost of one layer under relaxed activation and weight bit distributions.
+    fn layer_cost(&self, layer: &LayerInfo, act: &BitDistribution, weight: &BitDistribution) -> Result<Tensor>;
+
+    /// The network-level normaliser the summed layer costs are divided by.
+    fn normalizer(&self, layers: &[LayerInfo]) -> f64;
+
+    /// The network's relaxed cost: layer costs summed in order (from 0), divided by
+    /// [`normalizer`](Self::normalizer).
+    fn network_cost(&self, layers: &[LayerInfo], costs: &[Tensor]) -> Result<Tensor> {
+        let norm = self.normalizer(layers);
+        let mut it = costs.iter();
+        let Some(first) = it.next() else {
+            return Err(crate::Error::msg(format!("cost `{}`: the network has no searchable layers", self.id())));
+        };
+        let mut acc = first.clone();
+        for c in it {
+            acc = acc.add(c)?;
+        }
+        Ok((acc / norm)?)
+    }
+
+    /// Exact cost of one layer at fixed bits (fractional bits give the expected-value cost).
+    fn discrete_cost(&self, layer: &LayerInfo, bits: LayerBits) -> f64;
+
+    /// Summary of a whole allocation (one entry of `bits` per layer).
+    fn summarize(&self, layers: &[LayerInfo], bits: &[LayerBits]) -> CostSummary;
+}

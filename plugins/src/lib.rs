@@ -1,0 +1,1 @@
+//! EdMIPS plugins.
