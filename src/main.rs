@@ -1,1 +1,36 @@
-fn main() {}
+//! The `edmips` command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// Differentiable mixed-precision quantization search (EdMIPS) and retraining.
+#[derive(Parser, Debug)]
+#[command(name = "edmips", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the registered plugins and named configurations.
+    List(cli::list::ListArgs),
+}
+
+fn main() -> ExitCode {
+    edmips::link_builtins();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::List(a) => cli::list::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

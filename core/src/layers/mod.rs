@@ -1,1 +1,33 @@
-//! Layers.
+//! Layers built from the plugins: the searchable [`MixedConv`] (spec §2), the fixed-bit
+//! [`FixedConv`] (spec §1.5) and the plain full-precision [`Conv`].
+//!
+//! Each layer checks its input against the [`LayerInfo`](crate::LayerInfo) the builder
+//! inferred, so a wrong input size is an error naming the layer, not a silent mismatch.
+
+mod conv;
+mod fixed_conv;
+mod mixed_conv;
+
+pub use conv::Conv;
+pub use fixed_conv::FixedConv;
+pub use mixed_conv::{MixedConv, MixedOutput};
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+use crate::layer_info::LayerInfo;
+
+/// Fails unless `x` is `[N, C_in, H_in, W_in]` for `info`.
+pub(crate) fn check_input(info: &LayerInfo, x: &Tensor) -> Result<()> {
+    let d = x.dims();
+    let ok = d.len() == 4 && d[1] == info.in_channels && (d[2], d[3]) == info.input_hw;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            context: format!("layer {} input", info.name),
+            expected: format!("[N, {}, {}, {}]", info.in_channels, info.input_hw.0, info.input_hw.1),
+            found: format!("{d:?}"),
+        })
+    }
+}

@@ -1,0 +1,106 @@
+//! The searchable convolution of EdMIPS (`MixActivConv2d` with a shared weight, spec §2).
+
+use std::sync::Arc;
+
+use candle_core::{Tensor, Var};
+
+use crate::error::Result;
+use crate::layer_info::LayerInfo;
+use crate::ops::conv::conv2d;
+use crate::traits::{BitDistribution, Operand, Quantizer, RelaxContext, Relaxation};
+
+/// A mixed-precision convolution: `y = conv(x̂, Ŵ)` with
+/// `x̂ = Σ_i p_i · Q_{a_i}(x)`, `Ŵ = Σ_j q_j · Q_{w_j}(W)`, `p` and `q` the relaxation's weights
+/// of the two logit vectors. Because convolution is bilinear this equals the mixture of all
+/// `|abits|·|wbits|` branch convolutions at the cost of one (the paper's composite convolution).
+#[derive(Debug, Clone)]
+pub struct MixedConv {
+    /// Static description (shapes, sizes).
+    pub info: LayerInfo,
+    /// The shared weight `W` (OIHW).
+    pub weight: Var,
+    /// Activation-bit logits (one per `abits` entry), the reference's `alpha_activ`.
+    pub alpha_activ: Var,
+    /// Weight-bit logits (one per `wbits` entry), the reference's `alpha_weight`.
+    pub alpha_weight: Var,
+    /// Activation-bit candidates.
+    pub abits: Vec<u32>,
+    /// Weight-bit candidates.
+    pub wbits: Vec<u32>,
+    /// Activation quantizer.
+    pub act_quantizer: Arc<dyn Quantizer>,
+    /// Weight quantizer.
+    pub weight_quantizer: Arc<dyn Quantizer>,
+    /// Relaxation turning logits into mixing weights.
+    pub relaxation: Arc<dyn Relaxation>,
+}
+
+/// The output of a [`MixedConv`] forward pass, with the bit distributions it used (for the
+/// complexity cost).
+#[derive(Debug, Clone)]
+pub struct MixedOutput {
+    /// The convolution output.
+    pub y: Tensor,
+    /// Activation-bit distribution (`abits`, `p`).
+    pub act: BitDistribution,
+    /// Weight-bit distribution (`wbits`, `q`).
+    pub weight: BitDistribution,
+}
+
+impl MixedConv {
+    /// Checks every candidate against the quantizers, so a bad bit list fails at build time.
+    pub fn validate(&self) -> Result<()> {
+        for &b in &self.abits {
+            self.act_quantizer.check(Operand::Activation, b)?;
+        }
+        for &b in &self.wbits {
+            self.weight_quantizer.check(Operand::Weight, b)?;
+        }
+        Ok(())
+    }
+
+    /// The activation distribution for the current logits.
+    pub fn act_distribution(&self, ctx: &RelaxContext) -> Result<BitDistribution> {
+        Ok(BitDistribution { bits: self.abits.clone(), probs: self.relaxation.weights(self.alpha_activ.as_tensor(), ctx)? })
+    }
+
+    /// The weight distribution for the current logits.
+    pub fn weight_distribution(&self, ctx: &RelaxContext) -> Result<BitDistribution> {
+        Ok(BitDistribution {
+            bits: self.wbits.clone(),
+            probs: self.relaxation.weights(self.alpha_weight.as_tensor(), ctx)?,
+        })
+    }
+
+    /// The mixed activation `x̂` for input `x`.
+    pub fn mixed_activation(&self, x: &Tensor, act: &BitDistribution) -> Result<Tensor> {
+        self.act_quantizer.mix(x, Operand::Activation, &act.bits, &act.probs)
+    }
+
+    /// The mixed weight `Ŵ`.
+    pub fn mixed_weight(&self, weight: &BitDistribution) -> Result<Tensor> {
+        self.weight_quantizer.mix(self.weight.as_tensor(), Operand::Weight, &weight.bits, &weight.probs)
+    }
+
+    /// Forward pass.
+    pub fn forward(&self, x: &Tensor, ctx: &RelaxContext) -> Result<MixedOutput> {
+        super::check_input(&self.info, x)?;
+        let act = self.act_distribution(ctx)?;
+        let weight = self.weight_distribution(ctx)?;
+        let xh = self.mixed_activation(x, &act)?;
+        let wh = self.mixed_weight(&weight)?;
+        let y = conv2d(&xh, &wh, self.info.stride.0, self.info.padding)?;
+        Ok(MixedOutput { y, act, weight })
+    }
+
+    /// The current logits as host vectors `(alpha_activ, alpha_weight)`.
+    pub fn logits(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok((self.alpha_activ.as_tensor().to_vec1()?, self.alpha_weight.as_tensor().to_vec1()?))
+    }
+
+    /// The discrete pick `(wbit, abit)` of the relaxation (argmax, first index on ties).
+    pub fn chosen_bits(&self) -> Result<(u32, u32)> {
+        let (a, w) = self.logits()?;
+        Ok((self.wbits[self.relaxation.pick(&w)], self.abits[self.relaxation.pick(&a)]))
+    }
+}

@@ -1,0 +1,109 @@
+//! BitOps, the complexity of EdMIPS (spec §3).
+//!
+//! * Relaxed, per layer: `size_product · E[abits] · E[wbits]` (f32, in that order).
+//! * Network: the layer costs summed in declaration order, divided by the **first** searchable
+//!   layer's `size_product` (decision D3; this is why `--cd` differs so much per network).
+//! * Discrete: BitOps `Σ sp·a·w` (M·bit²), bita `Σ memory_size·a` (K·bit), bitw
+//!   `Σ param_size·w` (M·bit), and the README's normalised bit `sqrt(BitOps / Σ sp)`.
+//!
+//! `size_product` uses the input size / stride² (decision D2), as [`LayerInfo`] computes it.
+
+use edmips_core::candle::Tensor;
+use edmips_core::{BitDistribution, ComplexityCost, CostSummary, LayerBits, LayerInfo, Params, Result, Table};
+
+/// The BitOps cost (no parameters).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BitOps;
+
+/// Discrete totals of an allocation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BitOpsTotals {
+    /// `Σ sp·a·w`, M·bit².
+    pub bitops: f64,
+    /// `Σ memory_size·a`, K·bit.
+    pub bita: f64,
+    /// `Σ param_size·w`, M·bit.
+    pub bitw: f64,
+    /// `Σ sp`, M.
+    pub size_product: f64,
+    /// `Σ memory_size`, K.
+    pub memory_size: f64,
+    /// `Σ param_size`, M.
+    pub param_size: f64,
+}
+
+impl BitOpsTotals {
+    /// `sqrt(bitops / Σ sp)`: 2.0 for uniform w2a2.
+    pub fn normalized_bit(&self) -> f64 {
+        (self.bitops / self.size_product).sqrt()
+    }
+}
+
+impl BitOps {
+    /// The totals of an allocation, summed in layer order.
+    pub fn totals(layers: &[LayerInfo], bits: &[LayerBits]) -> BitOpsTotals {
+        let mut t = BitOpsTotals { bitops: 0.0, bita: 0.0, bitw: 0.0, size_product: 0.0, memory_size: 0.0, param_size: 0.0 };
+        for (l, b) in layers.iter().zip(bits) {
+            let sp = l.size_product() as f64;
+            let mem = l.memory_size() as f64;
+            t.bitops += sp * b.abit * b.wbit;
+            t.bita += mem * b.abit;
+            t.bitw += l.param_size() * b.wbit;
+            t.size_product += sp;
+            t.memory_size += mem;
+            t.param_size += l.param_size();
+        }
+        t
+    }
+}
+
+impl ComplexityCost for BitOps {
+    fn id(&self) -> &str {
+        "bitops"
+    }
+
+    fn unit(&self) -> &str {
+        "MBitOps"
+    }
+
+    fn layer_cost(&self, layer: &LayerInfo, act: &BitDistribution, weight: &BitDistribution) -> Result<Tensor> {
+        let ea = act.expected()?;
+        let ew = weight.expected()?;
+        Ok(ea.affine(layer.size_product() as f64, 0.0)?.mul(&ew)?)
+    }
+
+    fn normalizer(&self, layers: &[LayerInfo]) -> f64 {
+        layers.first().map(|l| l.size_product() as f64).unwrap_or(1.0)
+    }
+
+    fn discrete_cost(&self, layer: &LayerInfo, bits: LayerBits) -> f64 {
+        layer.size_product() as f64 * bits.abit * bits.wbit
+    }
+
+    fn summarize(&self, layers: &[LayerInfo], bits: &[LayerBits]) -> CostSummary {
+        let t = Self::totals(layers, bits);
+        CostSummary {
+            headline: ("bit".into(), t.normalized_bit()),
+            metrics: vec![
+                ("bitops".into(), t.bitops, "MBitOps".into()),
+                ("bit".into(), t.normalized_bit(), "bit".into()),
+                ("bita".into(), t.bita, "Kbit".into()),
+                ("bitw".into(), t.bitw, "Mbit".into()),
+                ("mean_abit".into(), t.bita / t.memory_size, "bit".into()),
+                ("mean_wbit".into(), t.bitw / t.param_size, "bit".into()),
+                ("size_product".into(), t.size_product, "M".into()),
+            ],
+        }
+    }
+}
+
+fn build(params: &Table) -> Result<Box<dyn ComplexityCost>> {
+    Params::new("bitops", params).deny_unknown(&[])?;
+    Ok(Box::new(BitOps))
+}
+
+edmips_core::register_cost! {
+    id: "bitops",
+    summary: "EdMIPS BitOps: size_product x E[abit] x E[wbit], normalised by the first layer; bit = sqrt(BitOps/sum sp)",
+    build: build,
+}

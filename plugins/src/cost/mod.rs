@@ -1,0 +1,3 @@
+//! Complexity costs: [`bitops`].
+
+pub mod bitops;

@@ -1,0 +1,175 @@
+//! The Gaussian weight quantizer of EdMIPS (spec §1.3): a mid-rise uniform quantizer whose step
+//! is the optimal one for a Gaussian, scaled by the weight tensor's standard deviation.
+//!
+//! With `σ` the unbiased std of the whole tensor (detached; decision D5), `step = g_b · σ`
+//! (table [`GAUSS_STEPS`], computed in f64 then rounded to f32), `L = 2^(b-1)` and
+//! `thr = (L - 0.5) · step`:
+//! `y = clamp((round_half_even(W/step + 0.5) - 0.5) · step, -thr, thr)`. The levels are
+//! `±(k + 0.5)·step`; there is no zero level and ties go to even, so `W = 0` maps to
+//! `-step/2` (D4). The straight-through gradient is the identity everywhere, with no clip mask
+//! (D6). Bits outside 1..=4 are a configuration error.
+
+use edmips_core::candle::{DType, Tensor};
+use edmips_core::ops::mixture::{mixture, ElementQuantizer};
+use edmips_core::ops::stats::unbiased_std;
+use edmips_core::{Operand, Params, Quantizer, Result, Table};
+
+use super::unsupported;
+
+/// `(bits, step in units of σ)`: the optimal uniform quantizer steps for a unit Gaussian.
+pub const GAUSS_STEPS: [(u32, f64); 4] = [(1, 1.596), (2, 0.996), (3, 0.586), (4, 0.336)];
+
+/// The Gaussian weight quantizer (no parameters).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauss;
+
+/// Per-element Gaussian quantizer for the fused mixture op. Branch parameters: `[step, thr]`.
+pub struct GaussElement;
+
+impl ElementQuantizer for GaussElement {
+    const NAME: &'static str = "gauss";
+    const PARAMS: usize = 2;
+    const CUDA_SOURCE: &'static str = r#"
+__device__ __forceinline__ float edmips_q(float x, const float* prm) {
+    float y = __fmul_rn(__fsub_rn(rintf(__fadd_rn(__fdiv_rn(x, prm[0]), 0.5f)), 0.5f), prm[0]);
+    return y < -prm[1] ? -prm[1] : (y > prm[1] ? prm[1] : y);
+}
+__device__ __forceinline__ float edmips_ste(float x, const float* prm) {
+    return 1.0f;
+}
+"#;
+
+    #[inline(always)]
+    fn q(x: f32, prm: &[f32]) -> f32 {
+        let y = ((x / prm[0] + 0.5).round_ties_even() - 0.5) * prm[0];
+        if y < -prm[1] {
+            -prm[1]
+        } else if y > prm[1] {
+            prm[1]
+        } else {
+            y
+        }
+    }
+
+    #[inline(always)]
+    fn ste(_x: f32, _prm: &[f32]) -> f32 {
+        1.0
+    }
+}
+
+edmips_core::register_kernel_source!(GaussElement);
+
+impl Gauss {
+    /// The step in units of σ for `bits` (1..=4).
+    pub fn sigma_step(bits: u32) -> Option<f64> {
+        GAUSS_STEPS.iter().find(|(b, _)| *b == bits).map(|(_, s)| *s)
+    }
+
+    /// `(L - 0.5)` for `bits`: the clip threshold in steps.
+    fn half_levels(bits: u32) -> f64 {
+        (1u64 << (bits - 1)) as f64 - 0.5
+    }
+
+    /// Branch parameters `[k, 2]` (`step`, `thr`) for `σ` (a 1-element tensor), on σ's device:
+    /// `step = f32(g_b · f64(σ))`, `thr = f32((L - 0.5) · step_f64)`.
+    pub fn branch_params(sigma: &Tensor, bits: &[u32]) -> Result<Tensor> {
+        let dev = sigma.device();
+        let mut g = Vec::with_capacity(bits.len());
+        let mut h = Vec::with_capacity(bits.len());
+        for &b in bits {
+            Gauss.check(Operand::Weight, b)?;
+            g.push(Self::sigma_step(b).unwrap_or_default());
+            h.push(Self::half_levels(b));
+        }
+        let sig = sigma.to_dtype(DType::F64)?.reshape(1)?;
+        let steps = Tensor::from_vec(g, bits.len(), dev)?.broadcast_mul(&sig)?;
+        let thr = steps.mul(&Tensor::from_vec(h, bits.len(), dev)?)?;
+        Ok(Tensor::stack(&[&steps, &thr], 1)?.to_dtype(DType::F32)?)
+    }
+
+    /// Quantizes with a given step (in weight units, not σ units): the reference's
+    /// rescaled-step variant. Gradient: identity.
+    pub fn quantize_with_step(x: &Tensor, bits: u32, step: f64) -> Result<Tensor> {
+        Gauss.check(Operand::Weight, bits)?;
+        let prm = [step as f32, (Self::half_levels(bits) * step) as f32];
+        let params = Tensor::from_vec(prm.to_vec(), (1, 2), x.device())?;
+        let one = Tensor::ones(1, DType::F32, x.device())?;
+        mixture::<GaussElement>(x, &one, &params)
+    }
+}
+
+impl Quantizer for Gauss {
+    fn id(&self) -> &str {
+        "gauss"
+    }
+
+    fn check(&self, operand: Operand, bits: u32) -> Result<()> {
+        if operand == Operand::Weight && Self::sigma_step(bits).is_some() {
+            Ok(())
+        } else {
+            Err(unsupported(
+                "gauss",
+                operand,
+                bits,
+                "weights with 1, 2, 3 or 4 bits (the Gaussian step table covers 1-4 bits only)",
+            ))
+        }
+    }
+
+    fn quantize(&self, x: &Tensor, operand: Operand, bits: u32) -> Result<Tensor> {
+        self.check(operand, bits)?;
+        let one = Tensor::ones(1, DType::F32, x.device())?;
+        mixture::<GaussElement>(x, &one, &Self::branch_params(&unbiased_std(x)?, &[bits])?)
+    }
+
+    /// Shared-weight mixture: σ is computed once and every branch's step scales it.
+    fn mix(&self, x: &Tensor, operand: Operand, bits: &[u32], probs: &Tensor) -> Result<Tensor> {
+        for &b in bits {
+            self.check(operand, b)?;
+        }
+        mixture::<GaussElement>(x, probs, &Self::branch_params(&unbiased_std(x)?, bits)?)
+    }
+
+    fn has_fused_mix(&self) -> bool {
+        true
+    }
+}
+
+fn build(params: &Table) -> Result<Box<dyn Quantizer>> {
+    Params::new("gauss", params).deny_unknown(&[])?;
+    Ok(Box::new(Gauss))
+}
+
+edmips_core::register_quantizer! {
+    id: "gauss",
+    summary: "Gaussian weight quantizer (1-4 bits, step = optimal Gaussian step x std(W)); identity STE",
+    build: build,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edmips_core::candle::Device;
+
+    #[test]
+    fn zero_maps_to_minus_half_step_and_ties_go_to_even() {
+        let s = 0.25f32;
+        let p = [s, 1.5 * s]; // 2 bits
+        assert_eq!(GaussElement::q(0.0, &p), -0.125);
+        assert_eq!(GaussElement::q(0.25, &p), 0.375);
+        assert_eq!(GaussElement::q(0.5, &p), 0.375);
+        assert_eq!(GaussElement::q(-0.25, &p), -0.125);
+        assert_eq!(GaussElement::q(10.0, &p), 0.375);
+    }
+
+    #[test]
+    fn bits_outside_one_to_four_are_a_configuration_error() {
+        for b in [0, 5, 8, 32] {
+            let e = Gauss.check(Operand::Weight, b).unwrap_err().to_string();
+            assert!(e.contains("gauss") && e.contains("1-4 bits"), "{e}");
+        }
+        let x = Tensor::new(&[0.1f32, -0.2, 0.3], &Device::Cpu).unwrap();
+        assert!(Gauss.quantize(&x, Operand::Weight, 32).is_err());
+        assert!(Gauss.quantize(&x, Operand::Activation, 2).is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! HWGQ: the half-wave Gaussian activation quantizer (Cai et al., "Deep Learning with Low
+//! Precision by Half-wave Gaussian Quantization", CVPR 2017), as EdMIPS uses it (spec §1.2).
+//!
+//! For `bits` in 1..=4 with step `s` (table [`HWGQ_STEPS`]) and `thr = s·(2^bits - 1)`:
+//! `y = round_half_even(clamp(x, 0, thr) / s) · s`, in f32 with `s` and `thr` rounded to f32
+//! first and a true division. The straight-through gradient is `g · 1[0 <= x <= thr]`, the
+//! **closed** interval (decision D1). For `bits >= 32` it is `max(x, 0)` with gradient
+//! `1[x >= 0]` (passing at 0). HWGQ is the networks' nonlinearity: no ReLU precedes it.
+
+use edmips_core::candle::{Device, Tensor};
+use edmips_core::ops::mixture::{mixture, ElementQuantizer};
+use edmips_core::{Operand, Params, Quantizer, Result, Table, FULL_PRECISION_BITS};
+
+use super::unsupported;
+
+/// `(bits, step)`: the optimal uniform step for a half-wave Gaussian at each bit width.
+pub const HWGQ_STEPS: [(u32, f64); 4] = [(1, 0.799), (2, 0.538), (3, 0.3217), (4, 0.185)];
+
+/// The HWGQ activation quantizer (no parameters).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hwgq;
+
+/// Per-element HWGQ for the fused mixture op. Branch parameters: `[step, thr, full_precision]`.
+pub struct HwgqElement;
+
+impl ElementQuantizer for HwgqElement {
+    const NAME: &'static str = "hwgq";
+    const PARAMS: usize = 3;
+    const CUDA_SOURCE: &'static str = r#"
+__device__ __forceinline__ float edmips_q(float x, const float* prm) {
+    if (prm[2] != 0.0f) return x < 0.0f ? 0.0f : x;
+    float c = x < 0.0f ? 0.0f : (x > prm[1] ? prm[1] : x);
+    return __fmul_rn(rintf(__fdiv_rn(c, prm[0])), prm[0]);
+}
+__device__ __forceinline__ float edmips_ste(float x, const float* prm) {
+    if (prm[2] != 0.0f) return x >= 0.0f ? 1.0f : 0.0f;
+    return (x >= 0.0f && x <= prm[1]) ? 1.0f : 0.0f;
+}
+"#;
+
+    #[inline(always)]
+    fn q(x: f32, prm: &[f32]) -> f32 {
+        if prm[2] != 0.0 {
+            return if x < 0.0 { 0.0 } else { x };
+        }
+        let c = if x < 0.0 {
+            0.0
+        } else if x > prm[1] {
+            prm[1]
+        } else {
+            x
+        };
+        (c / prm[0]).round_ties_even() * prm[0]
+    }
+
+    #[inline(always)]
+    fn ste(x: f32, prm: &[f32]) -> f32 {
+        let inside = if prm[2] != 0.0 { x >= 0.0 } else { x >= 0.0 && x <= prm[1] };
+        if inside {
+            1.0
+        } else {
+            0.0
+        }
+    }
+}
+
+edmips_core::register_kernel_source!(HwgqElement);
+
+impl Hwgq {
+    /// The step for `bits` (1..=4).
+    pub fn step(bits: u32) -> Option<f64> {
+        HWGQ_STEPS.iter().find(|(b, _)| *b == bits).map(|(_, s)| *s)
+    }
+
+    /// Branch parameters `[step, thr, full_precision]` for `bits` (f32, as the kernel uses them).
+    pub fn branch_params(bits: u32) -> Option<[f32; 3]> {
+        if bits >= FULL_PRECISION_BITS {
+            return Some([0.0, 0.0, 1.0]);
+        }
+        let s = Self::step(bits)?;
+        let levels = ((1u64 << bits) - 1) as f64;
+        Some([s as f32, (s * levels) as f32, 0.0])
+    }
+
+    fn params(&self, bits: &[u32], device: &Device) -> Result<Tensor> {
+        let mut v = Vec::with_capacity(bits.len() * 3);
+        for &b in bits {
+            self.check(Operand::Activation, b)?;
+            v.extend(Self::branch_params(b).unwrap_or_default());
+        }
+        Ok(Tensor::from_vec(v, (bits.len(), 3), device)?)
+    }
+}
+
+impl Quantizer for Hwgq {
+    fn id(&self) -> &str {
+        "hwgq"
+    }
+
+    fn check(&self, operand: Operand, bits: u32) -> Result<()> {
+        let ok = operand == Operand::Activation && (bits >= FULL_PRECISION_BITS || Self::step(bits).is_some());
+        if ok {
+            Ok(())
+        } else {
+            Err(unsupported("hwgq", operand, bits, "activations with 1, 2, 3 or 4 bits, or 32 (full precision: ReLU)"))
+        }
+    }
+
+    fn quantize(&self, x: &Tensor, operand: Operand, bits: u32) -> Result<Tensor> {
+        self.check(operand, bits)?;
+        let one = Tensor::ones(1, edmips_core::candle::DType::F32, x.device())?;
+        mixture::<HwgqElement>(x, &one, &self.params(&[bits], x.device())?)
+    }
+
+    fn mix(&self, x: &Tensor, operand: Operand, bits: &[u32], probs: &Tensor) -> Result<Tensor> {
+        for &b in bits {
+            self.check(operand, b)?;
+        }
+        mixture::<HwgqElement>(x, probs, &self.params(bits, x.device())?)
+    }
+
+    fn has_fused_mix(&self) -> bool {
+        true
+    }
+}
+
+fn build(params: &Table) -> Result<Box<dyn Quantizer>> {
+    Params::new("hwgq", params).deny_unknown(&[])?;
+    Ok(Box::new(Hwgq))
+}
+
+edmips_core::register_quantizer! {
+    id: "hwgq",
+    summary: "HWGQ activation quantizer (1-4 bits, 32 = ReLU); STE masked by the closed clip interval",
+    build: build,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_match_the_spec() {
+        let thr: Vec<f32> = (1..=4).map(|b| Hwgq::branch_params(b).unwrap()[1]).collect();
+        assert_eq!(thr, vec![0.799f64 as f32, 1.614f64 as f32, 2.2519f64 as f32, 2.775f64 as f32]);
+    }
+
+    #[test]
+    fn ties_round_to_even_and_gradient_passes_at_the_bounds() {
+        let p = Hwgq::branch_params(2).unwrap();
+        assert_eq!(HwgqElement::q(0.269, &p), 0.0); // 0.5 step -> 0
+        assert_eq!(HwgqElement::q(0.807, &p), 1.076); // 1.5 steps -> 2 steps
+        assert_eq!(HwgqElement::ste(0.0, &p), 1.0);
+        assert_eq!(HwgqElement::ste(-0.0, &p), 1.0);
+        assert_eq!(HwgqElement::ste(p[1], &p), 1.0);
+        assert_eq!(HwgqElement::ste(f32::from_bits(p[1].to_bits() + 1), &p), 0.0);
+        let fp = Hwgq::branch_params(32).unwrap();
+        assert_eq!((HwgqElement::q(-1.0, &fp), HwgqElement::ste(0.0, &fp), HwgqElement::ste(-1e-9, &fp)), (0.0, 1.0, 0.0));
+    }
+
+    #[test]
+    fn rejects_weights_and_unknown_bits() {
+        assert!(Hwgq.check(Operand::Weight, 2).is_err());
+        let e = Hwgq.check(Operand::Activation, 5).unwrap_err().to_string();
+        assert!(e.contains("hwgq") && e.contains("5") && e.contains("1, 2, 3 or 4"), "{e}");
+    }
+}

@@ -1,0 +1,3 @@
+//! Relaxations: [`softmax`].
+
+pub mod softmax;

@@ -1,0 +1,3 @@
+//! Subcommands of the `edmips` binary, one file each.
+
+pub mod list;

@@ -1,0 +1,81 @@
+//! Shared helpers of the integration tests: reading `../shared/golden` and comparing numbers.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// The golden data folder: `$EDMIPS_GOLDEN`, else `../shared/golden` beside the repository.
+pub fn golden_dir() -> PathBuf {
+    if let Ok(p) = std::env::var("EDMIPS_GOLDEN") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join("golden")
+}
+
+/// Parses one golden file; panics with the expected location when it is missing.
+pub fn load(name: &str) -> Value {
+    let path = golden_dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "golden file {} not readable ({e}). The parity tests need the reference outputs in \
+             ../shared/golden next to the repository (or set EDMIPS_GOLDEN to their folder).",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("golden file {} is not valid JSON: {e}", path.display()))
+}
+
+/// A JSON number list as f32 (each parsed as f64, then rounded to f32: the exact bit pattern).
+pub fn f32s(v: &Value) -> Vec<f32> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+}
+
+/// A JSON number list as f64.
+pub fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+}
+
+/// A golden tensor `{"shape": [...], "data": [...]}`.
+pub fn tensor(v: &Value) -> (Vec<usize>, Vec<f32>) {
+    let shape = v["shape"].as_array().expect("shape").iter().map(|d| d.as_u64().expect("dim") as usize).collect();
+    (shape, f32s(&v["data"]))
+}
+
+/// A golden tensor as a candle tensor on the CPU.
+pub fn candle_tensor(v: &Value) -> edmips::core::candle::Tensor {
+    let (shape, data) = tensor(v);
+    edmips::core::candle::Tensor::from_vec(data, shape, &edmips::core::candle::Device::Cpu).unwrap()
+}
+
+/// Flattens a tensor to a host vector.
+pub fn host(t: &edmips::core::candle::Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// Exact equality (`==`, so -0.0 equals 0.0), reporting the first mismatch.
+pub fn assert_exact(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let bad: Vec<usize> = (0..got.len()).filter(|&i| got[i] != want[i] && !(got[i].is_nan() && want[i].is_nan())).collect();
+    assert!(bad.is_empty(), "{what}: {} mismatches, first at {}: got {} want {}", bad.len(), bad[0], got[bad[0]], want[bad[0]]);
+}
+
+/// Absolute tolerance, reporting the worst element.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let (mut worst, mut at) = (0f64, 0usize);
+    for i in 0..got.len() {
+        let d = (got[i] as f64 - want[i] as f64).abs();
+        if d > worst || d.is_nan() {
+            worst = d;
+            at = i;
+        }
+    }
+    assert!(worst <= atol, "{what}: max abs error {worst:e} > {atol:e} at {at} (got {} want {})", got[at], want[at]);
+}
+
+/// Relative tolerance on a scalar.
+pub fn assert_rel(what: &str, got: f64, want: f64, rtol: f64) {
+    let err = (got - want).abs() / want.abs().max(f64::MIN_POSITIVE);
+    assert!(err <= rtol, "{what}: got {got} want {want} (relative error {err:e} > {rtol:e})");
+}
