@@ -93,6 +93,12 @@ pub struct Entry<T: ?Sized + 'static> {
     pub build: fn(&Table) -> Result<Box<T>>,
 }
 
+impl<T: ?Sized> fmt::Debug for Entry<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry").field("id", &self.id).field("summary", &self.summary).field("module", &self.module).finish()
+    }
+}
+
 impl<T: ?Sized> Entry<T> {
     /// Builds the plugin from `params` merged over the defaults.
     pub fn create(&self, params: &Table) -> Result<Box<T>> {

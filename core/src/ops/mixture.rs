@@ -417,4 +417,45 @@ mod tests {
         let e = mixture::<Square>(&x, &p, &bad).unwrap_err().to_string();
         assert!(e.contains("expected [2, 1]"), "{e}");
     }
+
+    /// Central finite differences in f64 of `L = Σ g·mixture(x, p)` against the op's backward:
+    /// w.r.t. `p` (L is linear in p, so the difference quotient is exact up to rounding) and
+    /// w.r.t. `x` for the smooth test family.
+    #[test]
+    fn backward_passes_finite_difference_checks() {
+        let dev = Device::Cpu;
+        let n = 257;
+        let xs = crate::init::det_fill(n, 5, 1.5);
+        let gs = crate::init::det_fill(n, 6, 1.0);
+        let pv = [0.3f32, 0.45, 0.25];
+        let params = Tensor::new(&[[1.25f32], [-0.75], [0.5]], &dev).unwrap();
+        let prm = [1.25f32, -0.75, 0.5];
+        let loss = |x: &[f32], p: &[f32]| -> f64 {
+            let mut out = vec![0f32; n];
+            cpu_forward::<Square>(x, p, &prm, &mut out);
+            out.iter().zip(&gs).map(|(o, g)| *o as f64 * *g as f64).sum()
+        };
+        let x = Var::from_vec(xs.clone(), n, &dev).unwrap();
+        let p = Var::from_vec(pv.to_vec(), 3, &dev).unwrap();
+        let y = mixture::<Square>(x.as_tensor(), p.as_tensor(), &params).unwrap();
+        let g = Tensor::from_vec(gs.clone(), n, &dev).unwrap();
+        let grads = y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
+        let dx = grads.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        let dp = grads.get(p.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        let eps = 1e-2f32;
+        for b in 0..3 {
+            let (mut hi, mut lo) = (pv, pv);
+            hi[b] += eps;
+            lo[b] -= eps;
+            let fd = (loss(&xs, &hi) - loss(&xs, &lo)) / (2.0 * eps as f64);
+            assert!((fd - dp[b] as f64).abs() < 1e-3 * fd.abs().max(1.0), "dp[{b}] {} vs fd {fd}", dp[b]);
+        }
+        for i in [0, 17, 100, 256] {
+            let (mut hi, mut lo) = (xs.clone(), xs.clone());
+            hi[i] += eps;
+            lo[i] -= eps;
+            let fd = (loss(&hi, &pv) - loss(&lo, &pv)) / (2.0 * eps as f64);
+            assert!((fd - dx[i] as f64).abs() < 2e-3, "dx[{i}] {} vs fd {fd}", dx[i]);
+        }
+    }
 }
