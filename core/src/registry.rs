@@ -95,7 +95,11 @@ pub struct Entry<T: ?Sized + 'static> {
 
 impl<T: ?Sized> fmt::Debug for Entry<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Entry").field("id", &self.id).field("summary", &self.summary).field("module", &self.module).finish()
+        f.debug_struct("Entry")
+            .field("id", &self.id)
+            .field("summary", &self.summary)
+            .field("module", &self.module)
+            .finish()
     }
 }
 

@@ -46,8 +46,11 @@ impl FixedConv {
         super::check_input(&self.info, x)?;
         let xq = self.act_quantizer.quantize(x, Operand::Activation, self.abit)?;
         let w = self.weight.as_tensor();
-        let wq =
-            if self.wbit == FULL_PRECISION_BITS { w.clone() } else { self.weight_quantizer.quantize(w, Operand::Weight, self.wbit)? };
+        let wq = if self.wbit == FULL_PRECISION_BITS {
+            w.clone()
+        } else {
+            self.weight_quantizer.quantize(w, Operand::Weight, self.wbit)?
+        };
         conv2d(&xq, &wq, self.info.stride.0, self.info.padding)
     }
 }

@@ -61,7 +61,10 @@ impl MixedConv {
 
     /// The activation distribution for the current logits.
     pub fn act_distribution(&self, ctx: &RelaxContext) -> Result<BitDistribution> {
-        Ok(BitDistribution { bits: self.abits.clone(), probs: self.relaxation.weights(self.alpha_activ.as_tensor(), ctx)? })
+        Ok(BitDistribution {
+            bits: self.abits.clone(),
+            probs: self.relaxation.weights(self.alpha_activ.as_tensor(), ctx)?,
+        })
     }
 
     /// The weight distribution for the current logits.
