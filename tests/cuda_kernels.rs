@@ -1,7 +1,10 @@
-//! CUDA kernels against the CPU kernels. Runs whenever a CUDA GPU is present; otherwise every
-//! test is reported as ignored (not passed), with the reason.
+//! CUDA kernels: every kernel source compiles with NVRTC (needs libnvrtc, no GPU), and the CUDA
+//! kernels match the CPU kernels (needs a GPU). A test that cannot run here is reported as
+//! ignored (not passed), with the reason.
 //!
-//! On a GPU machine: `cargo test --release --features cuda --test cuda_kernels`.
+//! * CI (no GPU): `LD_LIBRARY_PATH=<toolchain libs> cargo test --release --features cuda --test cuda_kernels`
+//!   compiles every registered kernel source.
+//! * On a GPU machine the same command also compares CUDA with CPU.
 
 use libtest_mimic::{Arguments, Trial};
 
@@ -59,6 +62,23 @@ mod gpu {
         Ok(())
     }
 
+    /// Compiles every registered CUDA source (ours and any linked plugin's) with NVRTC.
+    pub fn nvrtc_compiles_every_kernel() -> Result<(), String> {
+        edmips::link_builtins();
+        let sources = edmips::core::ops::mixture::kernel_sources();
+        let names: Vec<&str> = sources.iter().map(|s| s.name).collect();
+        for required in ["gauss", "hwgq"] {
+            if !names.contains(&required) {
+                return Err(format!("kernel source `{required}` is not registered (found {names:?})"));
+            }
+        }
+        for s in sources {
+            edmips::core::ops::cuda::compile(s.name, &(s.source)())?;
+            println!("compiled `{}`", s.name);
+        }
+        Ok(())
+    }
+
     pub fn hwgq_mixture() -> Result<(), String> {
         compare(&Hwgq, Operand::Activation, &[2, 3, 4, 32], &[0.1, 0.2, 0.3, 0.4])
     }
@@ -70,10 +90,18 @@ mod gpu {
 
 fn main() {
     let args = Arguments::from_args();
+    let mut trials = Vec::new();
+    #[cfg(feature = "cuda")]
+    trials.push(Trial::test("nvrtc_compiles_every_kernel", || gpu::nvrtc_compiles_every_kernel().map_err(Into::into)));
+    #[cfg(not(feature = "cuda"))]
+    trials.push(Trial::test("nvrtc_compiles_every_kernel", || Ok(())).with_ignored_flag(true));
     #[cfg(feature = "cuda")]
     let (reason, tests): (Option<&str>, Vec<(&str, fn() -> Result<(), String>)>) = (
         if gpu::device().is_some() { None } else { Some("no CUDA GPU on this machine") },
-        vec![("hwgq_mixture_cuda_matches_cpu", gpu::hwgq_mixture), ("gauss_mixture_cuda_matches_cpu", gpu::gauss_mixture)],
+        vec![
+            ("hwgq_mixture_cuda_matches_cpu", gpu::hwgq_mixture),
+            ("gauss_mixture_cuda_matches_cpu", gpu::gauss_mixture),
+        ],
     );
     #[cfg(not(feature = "cuda"))]
     let (reason, tests): (Option<&str>, Vec<(&str, fn() -> Result<(), String>)>) = (
@@ -83,9 +111,10 @@ fn main() {
     if let Some(r) = reason {
         eprintln!("cuda_kernels: every test ignored: {r}");
     }
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| Trial::test(name, move || f().map_err(Into::into)).with_ignored_flag(reason.is_some()))
-        .collect();
+    trials.extend(
+        tests
+            .into_iter()
+            .map(|(name, f)| Trial::test(name, move || f().map_err(Into::into)).with_ignored_flag(reason.is_some())),
+    );
     libtest_mimic::run(&args, trials).exit();
 }

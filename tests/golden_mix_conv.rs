@@ -91,8 +91,18 @@ fn mixed_conv_forward_backward_and_complexity_match_the_reference() {
     // The complexity term alone.
     let c_only = BitOps.layer_cost(&info, &out.act, &out.weight).unwrap().backward().unwrap();
     let cget = |v: &Var| host(c_only.get(v.as_tensor()).unwrap());
-    assert_close("grad_alpha_activ_complexity_only", &cget(&layer.alpha_activ), &f32s(&gold["grad_alpha_activ_complexity_only"]), 1e-5);
-    assert_close("grad_alpha_weight_complexity_only", &cget(&layer.alpha_weight), &f32s(&gold["grad_alpha_weight_complexity_only"]), 1e-5);
+    assert_close(
+        "grad_alpha_activ_complexity_only",
+        &cget(&layer.alpha_activ),
+        &f32s(&gold["grad_alpha_activ_complexity_only"]),
+        1e-5,
+    );
+    assert_close(
+        "grad_alpha_weight_complexity_only",
+        &cget(&layer.alpha_weight),
+        &f32s(&gold["grad_alpha_weight_complexity_only"]),
+        1e-5,
+    );
 }
 
 #[test]
@@ -121,7 +131,12 @@ fn fixed_bit_conv_matches_the_reference() {
         let what = format!("w{wbit}a{abit}");
         assert_close(&format!("{what} out"), &host(&y), &tensor(&case["out"]).1, 2e-6);
         let grads = y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
-        assert_close(&format!("{what} grad_x"), &host(grads.get(x.as_tensor()).unwrap()), &tensor(&case["grad_x"]).1, 2e-6);
+        assert_close(
+            &format!("{what} grad_x"),
+            &host(grads.get(x.as_tensor()).unwrap()),
+            &tensor(&case["grad_x"]).1,
+            2e-6,
+        );
         assert_close(
             &format!("{what} grad_weight"),
             &host(grads.get(layer.weight.as_tensor()).unwrap()),

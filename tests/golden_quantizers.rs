@@ -90,7 +90,12 @@ fn gauss_shared_weight_mixture_matches_the_reference() {
     let grads = y.mul(&gt).unwrap().sum_all().unwrap().backward().unwrap();
     assert_close("mixed_weight", &host(&y), &tensor(&mix["mixed_weight"]).1, 1e-7);
     assert_close("grad_w", &host(grads.get(wv.as_tensor()).unwrap()), &tensor(&mix["grad_w"]).1, 5e-7);
-    assert_close("grad_alpha_weight", &host(grads.get(alpha.as_tensor()).unwrap()), &f32s(&mix["grad_alpha_weight"]), 1e-6);
+    assert_close(
+        "grad_alpha_weight",
+        &host(grads.get(alpha.as_tensor()).unwrap()),
+        &f32s(&mix["grad_alpha_weight"]),
+        1e-6,
+    );
 }
 
 #[test]

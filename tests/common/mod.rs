@@ -56,8 +56,16 @@ pub fn host(t: &edmips::core::candle::Tensor) -> Vec<f32> {
 /// Exact equality (`==`, so -0.0 equals 0.0), reporting the first mismatch.
 pub fn assert_exact(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let bad: Vec<usize> = (0..got.len()).filter(|&i| got[i] != want[i] && !(got[i].is_nan() && want[i].is_nan())).collect();
-    assert!(bad.is_empty(), "{what}: {} mismatches, first at {}: got {} want {}", bad.len(), bad[0], got[bad[0]], want[bad[0]]);
+    let bad: Vec<usize> =
+        (0..got.len()).filter(|&i| got[i] != want[i] && !(got[i].is_nan() && want[i].is_nan())).collect();
+    assert!(
+        bad.is_empty(),
+        "{what}: {} mismatches, first at {}: got {} want {}",
+        bad.len(),
+        bad[0],
+        got[bad[0]],
+        want[bad[0]]
+    );
 }
 
 /// Absolute tolerance, reporting the worst element.
