@@ -17,6 +17,9 @@ use edmips::core::{compose_mixture, LayerInfo, LayerKind};
 use edmips::plugins::{Gauss, Hwgq, Softmax};
 use edmips::{Operand, Quantizer, RelaxContext};
 
+/// (name, quantizer, operand, bits, input, mixing weights).
+type Case<'a> = (&'a str, &'a dyn Quantizer, Operand, &'a [u32], &'a Var, &'a Var);
+
 fn mixtures(c: &mut Criterion) {
     let dev = Device::Cpu;
     let act_n = 32 * 64 * 56 * 56;
@@ -26,7 +29,7 @@ fn mixtures(c: &mut Criterion) {
     let pw = Var::new(&[0.1f32, 0.2, 0.3, 0.4], &dev).unwrap();
     let mut group = c.benchmark_group("mixture");
     group.sample_size(10).measurement_time(Duration::from_secs(8));
-    let cases: [(&str, &dyn Quantizer, Operand, &[u32], &Var, &Var); 2] = [
+    let cases: [Case; 2] = [
         ("hwgq_a234_act_32x64x56x56", &Hwgq, Operand::Activation, &[2, 3, 4], &x, &pa),
         ("gauss_w1234_weight_64x64x3x3", &Gauss, Operand::Weight, &[1, 2, 3, 4], &w, &pw),
     ];

@@ -88,6 +88,9 @@ mod gpu {
     }
 }
 
+/// A GPU comparison test.
+type GpuTest = fn() -> Result<(), String>;
+
 fn main() {
     let args = Arguments::from_args();
     let mut trials = Vec::new();
@@ -96,7 +99,7 @@ fn main() {
     #[cfg(not(feature = "cuda"))]
     trials.push(Trial::test("nvrtc_compiles_every_kernel", || Ok(())).with_ignored_flag(true));
     #[cfg(feature = "cuda")]
-    let (reason, tests): (Option<&str>, Vec<(&str, fn() -> Result<(), String>)>) = (
+    let (reason, tests): (Option<&str>, Vec<(&str, GpuTest)>) = (
         if gpu::device().is_some() { None } else { Some("no CUDA GPU on this machine") },
         vec![
             ("hwgq_mixture_cuda_matches_cpu", gpu::hwgq_mixture),
@@ -104,7 +107,7 @@ fn main() {
         ],
     );
     #[cfg(not(feature = "cuda"))]
-    let (reason, tests): (Option<&str>, Vec<(&str, fn() -> Result<(), String>)>) = (
+    let (reason, tests): (Option<&str>, Vec<(&str, GpuTest)>) = (
         Some("built without --features cuda"),
         vec![("hwgq_mixture_cuda_matches_cpu", || Ok(())), ("gauss_mixture_cuda_matches_cpu", || Ok(()))],
     );
