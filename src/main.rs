@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// List the registered plugins and named configurations.
     List(cli::list::ListArgs),
+    /// Show the searchable layers of a named configuration and their complexity.
+    Inspect(cli::inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List(a) => cli::list::run(&a),
+        Command::Inspect(a) => cli::inspect::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub mod arch_file;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -1,3 +1,4 @@
 //! Subcommands of the `edmips` binary, one file each.
 
+pub mod inspect;
 pub mod list;

@@ -30,7 +30,7 @@ pub fn compile(name: &str, src: &str) -> Result<String, String> {
         .map_err(|e| format!("NVRTC failed to compile `{name}`: {e:?}"))
 }
 
-fn ptx_for(name: &'static str, src: impl FnOnce() -> String) -> candle_core::Result<String> {
+pub(crate) fn ptx_for(name: &'static str, src: impl FnOnce() -> String) -> candle_core::Result<String> {
     static CACHE: OnceLock<Mutex<HashMap<&'static str, String>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut guard = cache.lock().map_err(|_| candle_core::Error::Msg("edmips PTX cache poisoned".into()))?;
@@ -46,7 +46,7 @@ fn module_name<Q: ElementQuantizer>() -> String {
     format!("edmips_mix_{}", Q::NAME)
 }
 
-fn slice_f32<'a>(
+pub(crate) fn slice_f32<'a>(
     s: &'a CudaStorage,
     l: &Layout,
     what: &str,
@@ -54,17 +54,17 @@ fn slice_f32<'a>(
     let full = s.as_cuda_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(full.slice(a..b)),
-        None => candle_core::bail!("mixture op: {what} must be contiguous"),
+        None => candle_core::bail!("{what}: input must be contiguous"),
     }
 }
 
-const BLOCK: u32 = 256;
+pub(crate) const BLOCK: u32 = 256;
 
-fn grid(n: usize) -> u32 {
+pub(crate) fn grid(n: usize) -> u32 {
     (n.div_ceil(BLOCK as usize)).clamp(1, 1024) as u32
 }
 
-fn func(
+pub(crate) fn func(
     dev: &CudaDevice,
     name: &str,
     module: &str,

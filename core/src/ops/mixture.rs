@@ -319,10 +319,19 @@ pub fn kernel_sources() -> Vec<&'static KernelSource> {
     v
 }
 
-/// Registers the mixture kernel source of an [`ElementQuantizer`] type so the NVRTC check
-/// test compiles it: `register_kernel_source!(MyElementQuantizer);`.
+/// Registers a CUDA source so the NVRTC check test compiles it. Two forms:
+///
+/// * `register_kernel_source!(MyElementQuantizer);`: the mixture kernels of an
+///   [`ElementQuantizer`] type;
+/// * `register_kernel_source!(name: "module", source: a_fn_returning_string);`: any other
+///   kernel source (the pooling kernels use this).
 #[macro_export]
 macro_rules! register_kernel_source {
+    (name: $name:expr, source: $src:expr $(,)?) => {
+        $crate::inventory::submit! {
+            $crate::ops::mixture::KernelSource { name: $name, source: $src }
+        }
+    };
     ($q:ty) => {
         $crate::inventory::submit! {
             $crate::ops::mixture::KernelSource {

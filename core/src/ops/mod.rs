@@ -4,9 +4,19 @@
 //! * [`mixture`]: the fused quantizer mixture `Σ_i p_i · Q_i(x)` (forward, and dx/dp backward).
 //! * [`conv`]: convolution with per-side padding.
 //! * [`stats`]: detached statistics (the unbiased std of a weight tensor).
+//! * [`max_pool`], [`avg_pool`] (geometry and CUDA source in [`pool`]): pooling with padding,
+//!   ceil mode and `count_include_pad`, with backward for any kernel and stride.
+//! * [`batch_norm`]: train (batch statistics, running-stat update) and eval batch norm.
+//!
+//! Channel concatenation is candle's `Tensor::cat` (it has a backward), and global average
+//! pooling is candle's `mean_keepdim`.
 
+pub mod avg_pool;
+pub mod batch_norm;
 pub mod conv;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod max_pool;
 pub mod mixture;
+pub mod pool;
 pub mod stats;

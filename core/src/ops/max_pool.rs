@@ -1,0 +1,217 @@
+//! 2-D max pooling with -inf padding and ceil mode, forward and backward (PyTorch's
+//! `max_pool2d`), as a candle custom op with a multi-threaded CPU kernel and a CUDA kernel.
+//!
+//! The gradient of each output goes to the first maximum of its window in scan order (NaN
+//! wins), as in PyTorch. See [`pool`](super::pool) for the shared geometry.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::pool::{cpu_slice, PoolGeom};
+use crate::error::Result;
+use crate::graph::PoolOpts;
+
+/// Max pooling of an `[N, C, H, W]` tensor (computed in f32). Gradients flow to `x`.
+pub fn max_pool2d(x: &Tensor, opts: &PoolOpts) -> Result<Tensor> {
+    let geom = PoolGeom::new(x, opts, "max_pool2d")?;
+    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    Ok(x.apply_op1(MaxPool { geom })?)
+}
+
+struct MaxPool {
+    geom: PoolGeom,
+}
+
+struct MaxPoolBwd {
+    geom: PoolGeom,
+}
+
+/// Index (within the plane) of the first maximum of window `(oy, ox)`.
+#[inline]
+fn argmax(xp: &[f32], g: &PoolGeom, oy: usize, ox: usize) -> usize {
+    let (y0, y1, _) = PoolGeom::window(oy, g.k.0, g.s.0, g.p.0, g.h);
+    let (x0, x1, _) = PoolGeom::window(ox, g.k.1, g.s.1, g.p.1, g.w);
+    let mut best = f32::NEG_INFINITY;
+    let mut idx = y0 * g.w + x0;
+    for iy in y0..y1 {
+        for ix in x0..x1 {
+            let v = xp[iy * g.w + ix];
+            if v > best || v.is_nan() {
+                best = v;
+                idx = iy * g.w + ix;
+            }
+        }
+    }
+    idx
+}
+
+/// CPU forward over plain slices (`x`: `planes·H·W`, `out`: `planes·OH·OW`).
+pub fn cpu_forward(g: &PoolGeom, x: &[f32], out: &mut [f32]) {
+    out.par_chunks_mut(g.out_plane()).zip(x.par_chunks(g.in_plane())).for_each(|(o, xp)| {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                o[oy * g.ow + ox] = xp[argmax(xp, g, oy, ox)];
+            }
+        }
+    });
+}
+
+/// CPU backward over plain slices: `dx` (zeroed by the caller) from the output gradient `gy`.
+pub fn cpu_backward(g: &PoolGeom, x: &[f32], gy: &[f32], dx: &mut [f32]) {
+    dx.par_chunks_mut(g.in_plane()).zip(x.par_chunks(g.in_plane())).zip(gy.par_chunks(g.out_plane())).for_each(
+        |((d, xp), gp)| {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    d[argmax(xp, g, oy, ox)] += gp[oy * g.ow + ox];
+                }
+            }
+        },
+    );
+}
+
+fn out_shape(g: &PoolGeom, l: &Layout) -> Shape {
+    let d = l.dims();
+    Shape::from((d[0], d[1], g.oh, g.ow))
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "edmips-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = cpu_slice(s, l, "max_pool2d")?;
+        let mut out = vec![0f32; self.geom.planes * self.geom.out_plane()];
+        cpu_forward(&self.geom, x, &mut out);
+        Ok((CpuStorage::F32(out), out_shape(&self.geom, l)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let g = &self.geom;
+        super::pool::cuda::launch("maxpool_fwd", g, &[(s, l)], g.planes * g.out_plane(), out_shape(g, l))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let g = grad_res.contiguous()?;
+        Ok(Some(arg.apply_op2_no_bwd(&g, &MaxPoolBwd { geom: self.geom })?))
+    }
+}
+
+impl CustomOp2 for MaxPoolBwd {
+    fn name(&self) -> &'static str {
+        "edmips-max-pool2d-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = cpu_slice(s1, l1, "max_pool2d backward")?;
+        let gy = cpu_slice(s2, l2, "max_pool2d backward")?;
+        let mut dx = vec![0f32; x.len()];
+        cpu_backward(&self.geom, x, gy, &mut dx);
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let g = &self.geom;
+        super::pool::cuda::launch("maxpool_bwd", g, &[(s1, l1), (s2, l2)], g.planes * g.in_plane(), l1.shape().clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::det_fill;
+    use candle_core::{Device, Var};
+
+    /// Direct f64 reference: output and the index of the (first) max per window.
+    fn reference(x: &[f32], dims: [usize; 4], o: &PoolOpts) -> (Vec<f64>, Vec<usize>, [usize; 4]) {
+        let [n, c, h, w] = dims;
+        let oh = PoolOpts::out_size(h, o.kernel.0, o.stride.0, o.padding.0, o.ceil_mode).unwrap();
+        let ow = PoolOpts::out_size(w, o.kernel.1, o.stride.1, o.padding.1, o.ceil_mode).unwrap();
+        let (mut out, mut arg) = (vec![], vec![]);
+        for p in 0..n * c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut best = f64::NEG_INFINITY;
+                    let mut at = usize::MAX;
+                    for i in 0..o.kernel.0 {
+                        for j in 0..o.kernel.1 {
+                            let iy = (oy * o.stride.0 + i) as isize - o.padding.0 as isize;
+                            let ix = (ox * o.stride.1 + j) as isize - o.padding.1 as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                continue; // -inf padding
+                            }
+                            let e = p * h * w + iy as usize * w + ix as usize;
+                            if x[e] as f64 > best {
+                                best = x[e] as f64;
+                                at = e;
+                            }
+                        }
+                    }
+                    out.push(best);
+                    arg.push(at);
+                }
+            }
+        }
+        (out, arg, [n, c, oh, ow])
+    }
+
+    #[test]
+    fn forward_and_backward_match_a_direct_reference() {
+        let dev = Device::Cpu;
+        let cases = [
+            PoolOpts::new(3, 2, 1),        // ResNet stem
+            PoolOpts::new(3, 2, 0).ceil(), // GoogLeNet
+            PoolOpts::new(2, 2, 0).ceil(),
+            PoolOpts::new(3, 1, 1).ceil(), // GoogLeNet pool branch
+            PoolOpts::new(3, 2, 0),        // Inception
+            PoolOpts { kernel: (3, 2), stride: (2, 1), padding: (1, 0), ceil_mode: true, count_include_pad: true },
+        ];
+        for (ci, o) in cases.iter().enumerate() {
+            for dims in [[2usize, 3, 7, 7], [1, 2, 8, 5], [1, 1, 14, 14]] {
+                let xv = det_fill(dims.iter().product(), 10 + ci as u64, 1.0);
+                let x = Var::from_vec(xv.clone(), dims.to_vec(), &dev).unwrap();
+                let y = max_pool2d(x.as_tensor(), o).unwrap();
+                let (r, arg, rd) = reference(&xv, dims, o);
+                assert_eq!(y.dims(), rd.as_slice(), "{o:?} {dims:?}");
+                let yv = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(yv.iter().map(|&v| v as f64).collect::<Vec<_>>(), r, "{o:?} {dims:?}");
+                // Backward with a non-uniform upstream gradient.
+                let gv = det_fill(yv.len(), 99, 1.0);
+                let g = Tensor::from_vec(gv.clone(), y.shape(), &dev).unwrap();
+                let grads = y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
+                let dx = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let mut want = vec![0f64; xv.len()];
+                for (k, &a) in arg.iter().enumerate() {
+                    want[a] += gv[k] as f64;
+                }
+                for (a, b) in dx.iter().zip(&want) {
+                    assert!((*a as f64 - b).abs() < 1e-6, "{o:?} {dims:?}: dx {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_too_small_input_is_an_error() {
+        let x = Tensor::zeros((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap();
+        assert!(max_pool2d(&x, &PoolOpts::new(3, 2, 0)).is_err());
+    }
+}
