@@ -42,7 +42,8 @@ impl BitOpsTotals {
 impl BitOps {
     /// The totals of an allocation, summed in layer order.
     pub fn totals(layers: &[LayerInfo], bits: &[LayerBits]) -> BitOpsTotals {
-        let mut t = BitOpsTotals { bitops: 0.0, bita: 0.0, bitw: 0.0, size_product: 0.0, memory_size: 0.0, param_size: 0.0 };
+        let mut t =
+            BitOpsTotals { bitops: 0.0, bita: 0.0, bitw: 0.0, size_product: 0.0, memory_size: 0.0, param_size: 0.0 };
         for (l, b) in layers.iter().zip(bits) {
             let sp = l.size_product() as f64;
             let mem = l.memory_size() as f64;

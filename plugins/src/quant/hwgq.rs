@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(HwgqElement::ste(p[1], &p), 1.0);
         assert_eq!(HwgqElement::ste(f32::from_bits(p[1].to_bits() + 1), &p), 0.0);
         let fp = Hwgq::branch_params(32).unwrap();
-        assert_eq!((HwgqElement::q(-1.0, &fp), HwgqElement::ste(0.0, &fp), HwgqElement::ste(-1e-9, &fp)), (0.0, 1.0, 0.0));
+        assert_eq!(
+            (HwgqElement::q(-1.0, &fp), HwgqElement::ste(0.0, &fp), HwgqElement::ste(-1e-9, &fp)),
+            (0.0, 1.0, 0.0)
+        );
     }
 
     #[test]
