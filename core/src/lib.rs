@@ -31,6 +31,7 @@
 pub mod arch_file;
 pub mod config;
 pub mod data;
+pub mod engine;
 pub mod error;
 pub mod graph;
 pub mod init;

@@ -1,0 +1,86 @@
+//! Accuracy, running averages, and the `metrics.jsonl` log.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Top-1 and top-5 hits of `logits` `[B, K]` against `labels` `[B]` (counts, not percent). Ties
+/// rank the earlier class first, as `torch.topk` does for equal values in practice.
+pub fn topk_hits(logits: &Tensor, labels: &Tensor) -> Result<(usize, usize)> {
+    let l: Vec<Vec<f32>> = logits.to_dtype(candle_core::DType::F32)?.to_vec2()?;
+    let y: Vec<u32> = labels.to_vec1()?;
+    let (mut top1, mut top5) = (0, 0);
+    for (row, &t) in l.iter().zip(&y) {
+        let target = row[t as usize];
+        // Rank of the target: classes with a larger score, or an equal score and a smaller index.
+        let rank = row.iter().enumerate().filter(|&(j, &v)| v > target || (v == target && j < t as usize)).count();
+        top1 += usize::from(rank < 1);
+        top5 += usize::from(rank < 5);
+    }
+    Ok((top1, top5))
+}
+
+/// A sample-weighted running average.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mean {
+    sum: f64,
+    n: f64,
+}
+
+impl Mean {
+    /// Adds `value` with weight `n`.
+    pub fn add(&mut self, value: f64, n: usize) {
+        self.sum += value * n as f64;
+        self.n += n as f64;
+    }
+    /// The average (0 when empty).
+    pub fn get(&self) -> f64 {
+        if self.n > 0.0 {
+            self.sum / self.n
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Appends JSON lines to `metrics.jsonl`.
+#[derive(Debug)]
+pub struct MetricsLog {
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    /// A log at `path` (created on first write).
+    pub fn new(path: &Path) -> Self {
+        MetricsLog { path: path.to_path_buf() }
+    }
+
+    /// Appends one record as a line.
+    pub fn write<T: Serialize>(&self, record: &T) -> Result<()> {
+        let line = serde_json::to_string(record).map_err(|e| Error::msg(e.to_string()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| Error::io("opening", &self.path, e))?;
+        writeln!(f, "{line}").map_err(|e| Error::io("writing", &self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn topk_counts_ranks_with_ties_to_the_earlier_class() {
+        let logits = Tensor::new(&[[0.1f32, 0.9, 0.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.4, 0.3, 0.2, 0.1], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]], &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[1u32, 1, 0], &Device::Cpu).unwrap();
+        // Row 0: hit. Row 1: class 0 ties and wins: rank 1 (top-5 only). Row 2: rank 5: miss.
+        assert_eq!(topk_hits(&logits, &labels).unwrap(), (1, 2));
+    }
+}

@@ -1,0 +1,133 @@
+//! SVG plots of a run, drawn with plotters and written atomically:
+//! `curves.svg` (loss, accuracy and normalised bit by epoch) and `bits.svg` (the chosen
+//! weight and activation bits per layer).
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::arch_report::ArchReport;
+use super::atomic::write_atomic;
+use super::trainer::EpochRecord;
+use crate::error::{Error, Result};
+
+fn err<E: std::fmt::Display>(e: E) -> Error {
+    Error::msg(format!("drawing a plot: {e}"))
+}
+
+/// Writes `curves.svg` and `bits.svg` into `out`.
+pub fn write_all(out: &Path, history: &[EpochRecord], report: &ArchReport) -> Result<()> {
+    write_atomic(&out.join("curves.svg"), curves(history)?.as_bytes())?;
+    write_atomic(&out.join("bits.svg"), bits(report)?.as_bytes())
+}
+
+type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+
+fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, title: &str, series: &[Series]) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let pts = series.iter().flat_map(|s| s.1.iter());
+    let (mut x1, mut y0, mut y1) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in pts {
+        x1 = x1.max(x);
+        if y.is_finite() {
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+        }
+    }
+    if !y0.is_finite() {
+        (y0, y1) = (0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.1).max(1e-3);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..x1.max(1.0), (y0 - pad)..(y1 + pad))
+        .map_err(err)?;
+    chart.configure_mesh().x_desc("epoch").draw().map_err(err)?;
+    for (name, pts, color) in series {
+        let c = *color;
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .map_err(err)?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(err)?;
+    }
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(err)?;
+    Ok(())
+}
+
+fn curves(h: &[EpochRecord]) -> Result<String> {
+    let mut s = String::new();
+    {
+        let root = SVGBackend::with_string(&mut s, (1200, 360)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let areas = root.split_evenly((1, 3));
+        let x = |r: &EpochRecord| (r.epoch + 1) as f64;
+        panel(
+            &areas[0],
+            "loss",
+            &[
+                ("train CE", h.iter().map(|r| (x(r), r.train_ce)).collect(), BLUE),
+                ("val CE", h.iter().map(|r| (x(r), r.val_ce)).collect(), RED),
+            ],
+        )?;
+        panel(
+            &areas[1],
+            "accuracy (%)",
+            &[
+                ("train top-1", h.iter().map(|r| (x(r), r.train_top1)).collect(), BLUE),
+                ("val top-1", h.iter().map(|r| (x(r), r.val_top1)).collect(), RED),
+                ("val top-5", h.iter().map(|r| (x(r), r.val_top5)).collect(), GREEN),
+            ],
+        )?;
+        let mut bit = vec![("chosen bits", h.iter().map(|r| (x(r), r.bit)).collect(), BLUE)];
+        if h.iter().any(|r| r.bit_expected.is_some()) {
+            bit.push(("expected", h.iter().filter_map(|r| r.bit_expected.map(|b| (x(r), b))).collect(), RED));
+        }
+        panel(&areas[2], "normalised bit", &bit)?;
+        root.present().map_err(err)?;
+    }
+    Ok(s)
+}
+
+fn bits(r: &ArchReport) -> Result<String> {
+    let mut s = String::new();
+    {
+        let n = r.layers.len().max(1);
+        let width = (120 + 28 * n as u32).max(480);
+        let root = SVGBackend::with_string(&mut s, (width, 360)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let maxb = r.layers.iter().map(|l| l.wbit.max(l.abit)).filter(|&b| b < 32).max().unwrap_or(4) as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{}: chosen bits per layer (epoch {})", r.arch, r.epoch), ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(32)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0f64..n as f64, 0f64..maxb + 0.5)
+            .map_err(err)?;
+        chart.configure_mesh().x_desc("layer").y_desc("bits").disable_x_mesh().draw().map_err(err)?;
+        let clip = |b: u32| (b as f64).min(maxb + 0.5);
+        chart
+            .draw_series(r.layers.iter().enumerate().map(|(i, l)| {
+                Rectangle::new([(i as f64 + 0.1, 0.0), (i as f64 + 0.48, clip(l.wbit))], BLUE.filled())
+            }))
+            .map_err(err)?
+            .label("weight bits")
+            .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 12, y + 4)], BLUE.filled()));
+        chart
+            .draw_series(r.layers.iter().enumerate().map(|(i, l)| {
+                Rectangle::new([(i as f64 + 0.52, 0.0), (i as f64 + 0.9, clip(l.abit))], RED.filled())
+            }))
+            .map_err(err)?
+            .label("activation bits")
+            .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 12, y + 4)], RED.filled()));
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(s)
+}

@@ -1,0 +1,569 @@
+//! The search and retrain loops (spec §5.3-5.4).
+//!
+//! Search: two SGD optimisers (weights with `lr`, architecture logits with `lra`, both with
+//! momentum and weight decay, D10), loss `CE + cd · complexity`, both rates ×0.1 every
+//! `step_epoch`; validation every epoch on the soft mixture (D11); after every epoch the
+//! architecture report. Retrain: one SGD over all parameters, CE only, a fixed-bit network
+//! trained from scratch (D12).
+//!
+//! Every epoch ends with an atomic `checkpoint.safetensors` (and `best.safetensors` when val
+//! top-1 improves, `checkpoint_ep{N}.safetensors` every `step_epoch`). Data order and
+//! augmentation depend only on (seed, epoch, index), so a resumed run continues exactly: on CPU
+//! the weights are bitwise identical to an uninterrupted run. A non-finite loss stops the run
+//! before the optimiser step, leaving the last good checkpoint untouched; an interrupt
+//! (Ctrl-C) finishes the current step and saves a checkpoint of it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+
+use super::arch_report::ArchReport;
+use super::atomic::{copy_atomic, write_atomic};
+use super::checkpoint::{self, RunState};
+use super::metrics::{topk_hits, Mean, MetricsLog};
+use super::optim::Sgd;
+use super::plots;
+use super::run_config::RunConfig;
+use crate::data::{self, DataOptions, Dataset, Loader, LoaderConfig};
+use crate::error::{Error, Result};
+use crate::graph::{build_network, declare_graph, Network};
+use crate::params::ParamGroup;
+use crate::traits::{ComplexityCost, RelaxContext};
+
+/// Search or retrain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// Mixed-precision search (`edmips search`).
+    Search,
+    /// Fixed-bit retraining (`edmips train`).
+    Train,
+}
+
+impl RunKind {
+    fn name(self) -> &'static str {
+        match self {
+            RunKind::Search => "search",
+            RunKind::Train => "train",
+        }
+    }
+}
+
+/// How to run (things that are not part of the configuration).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Output folder.
+    pub out: PathBuf,
+    /// Compute device.
+    pub device: Device,
+    /// Checkpoint to resume from (or to evaluate).
+    pub resume: Option<PathBuf>,
+    /// Only evaluate on the validation split.
+    pub evaluate: bool,
+    /// Architecture file for `*_cfg` configurations (`--ac`).
+    pub arch_file: Option<PathBuf>,
+    /// Set to stop after the current step (Ctrl-C).
+    pub interrupt: Arc<AtomicBool>,
+    /// Draw a progress bar (a terminal) instead of log lines.
+    pub progress: bool,
+    /// Print to stdout.
+    pub verbose: bool,
+}
+
+/// Validation result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ValResult {
+    /// Mean cross-entropy.
+    pub ce: f64,
+    /// Top-1 accuracy, percent.
+    pub top1: f64,
+    /// Top-5 accuracy, percent.
+    pub top5: f64,
+    /// Images evaluated.
+    pub images: usize,
+}
+
+/// What a run ended with.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The output folder.
+    pub out: PathBuf,
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Best validation top-1.
+    pub best_acc1: f64,
+    /// The last validation.
+    pub last_val: Option<ValResult>,
+    /// The last architecture report.
+    pub report: Option<ArchReport>,
+    /// Whether the run stopped on an interrupt.
+    pub interrupted: bool,
+}
+
+#[derive(Serialize)]
+struct StepRecord {
+    kind: &'static str,
+    epoch: usize,
+    step: usize,
+    global_step: u64,
+    lr: f64,
+    lra: f64,
+    ce: f64,
+    complexity: f64,
+    top1: f64,
+    top5: f64,
+    images_per_s: f64,
+}
+
+/// One epoch's record (in `metrics.jsonl` and the plots).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct EpochRecord {
+    /// `"epoch"`.
+    pub kind: String,
+    /// Epoch index.
+    pub epoch: usize,
+    /// Weight learning rate.
+    pub lr: f64,
+    /// Logit learning rate.
+    pub lra: f64,
+    /// Mean training cross-entropy.
+    pub train_ce: f64,
+    /// Mean complexity term.
+    pub complexity: f64,
+    /// Training top-1 (percent).
+    pub train_top1: f64,
+    /// Validation cross-entropy.
+    pub val_ce: f64,
+    /// Validation top-1.
+    pub val_top1: f64,
+    /// Validation top-5.
+    pub val_top5: f64,
+    /// Normalised bit of the chosen bits.
+    pub bit: f64,
+    /// Normalised bit of the expected bits (search).
+    pub bit_expected: Option<f64>,
+    /// Training throughput.
+    pub images_per_s: f64,
+    /// Undecodable images skipped this epoch.
+    pub skipped: usize,
+}
+
+/// Opens the run's data set: `cfg.data.path`, or the embedded Fashion-MNIST subset.
+pub fn open_data(cfg: &RunConfig) -> Result<Dataset> {
+    match &cfg.data.path {
+        Some(p) => data::open(p, &DataOptions { format: cfg.data.format, skip_bad: cfg.data.skip_bad }),
+        None => data::embedded::fashion_mnist_subset(),
+    }
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    let bad = || Error::config("--device", s, "expected cpu, cuda or cuda:N");
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        _ if s == "cuda" || s.starts_with("cuda:") => {
+            let n: usize = if s == "cuda" { 0 } else { s[5..].parse().map_err(|_| bad())? };
+            if !cfg!(feature = "cuda") {
+                return Err(Error::config("--device", s, "this binary was built without CUDA: rebuild with --features cuda"));
+            }
+            Device::new_cuda(n).map_err(|e| Error::Cuda(format!("cannot open CUDA device {n}: {e}")))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Builds the network a run configuration describes (reading `--ac` when it needs one).
+pub fn build_run_network(cfg: &RunConfig, arch_file: Option<&Path>, device: &Device) -> Result<Network> {
+    let arch = match arch_file {
+        Some(p) => {
+            let graph = declare_graph(&cfg.model)?;
+            Some(crate::arch_file::load_arch_file(p, graph.layers())?)
+        }
+        None => None,
+    };
+    build_network(&cfg.model, arch.as_deref(), device, cfg.train.seed)
+}
+
+/// The differentiable complexity of a forward pass (search mode).
+pub fn complexity(net: &Network, cost: &dyn ComplexityCost, fwd: &crate::graph::Forward) -> Result<Option<Tensor>> {
+    if fwd.dists.is_empty() {
+        return Ok(None);
+    }
+    let per_layer: Vec<Tensor> =
+        net.layers().iter().zip(&fwd.dists).map(|(l, (a, w))| cost.layer_cost(l, a, w)).collect::<Result<_>>()?;
+    Ok(Some(cost.network_cost(net.layers(), &per_layer)?))
+}
+
+/// The training state of a run in progress.
+struct Trainer {
+    kind: RunKind,
+    cfg: RunConfig,
+    opts: RunOptions,
+    net: Network,
+    cost: Box<dyn ComplexityCost>,
+    weights: Sgd,
+    arch: Option<Sgd>,
+    data: Dataset,
+    state: RunState,
+    log: MetricsLog,
+    history: Vec<EpochRecord>,
+}
+
+/// Runs a search or a retrain.
+pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSummary> {
+    cfg.train.validate()?;
+    match (kind, cfg.model.is_search()) {
+        (RunKind::Search, false) => {
+            return Err(Error::config(&cfg.arch, "mode", "not a search configuration (use `edmips train` for it)"))
+        }
+        (RunKind::Train, true) => {
+            return Err(Error::config(&cfg.arch, "mode", "a search configuration (use `edmips search` for it)"))
+        }
+        _ => {}
+    }
+    let data = open_data(&cfg)?;
+    if data.classes.len() != cfg.model.num_classes {
+        if opts.verbose {
+            println!(
+                "note: the data has {} classes; the classifier is built for {} (the configuration said {})",
+                data.classes.len(),
+                data.classes.len(),
+                cfg.model.num_classes
+            );
+        }
+        cfg.model.num_classes = data.classes.len();
+    }
+
+    let checkpoint = match &opts.resume {
+        Some(p) => Some(checkpoint::load(p, &opts.device)?),
+        None => None,
+    };
+    if let Some(ck) = &checkpoint {
+        if ck.state.kind != kind.name() {
+            return Err(Error::msg(format!(
+                "checkpoint `{}` is from a {} run and cannot resume a {} run",
+                opts.resume.as_deref().unwrap_or(Path::new("")).display(),
+                ck.state.kind,
+                kind.name()
+            )));
+        }
+        let diffs = ck.config.differences(&cfg)?;
+        if !diffs.is_empty() {
+            return Err(Error::msg(format!(
+                "checkpoint `{}` was made with a different configuration:\n  {}",
+                opts.resume.as_deref().unwrap_or(Path::new("")).display(),
+                diffs.join("\n  ")
+            )));
+        }
+    }
+
+    let net = build_run_network(&cfg, opts.arch_file.as_deref(), &opts.device)?;
+    let cost = crate::registry::build_cost(&cfg.model.cost)?;
+    let group = |g: ParamGroup| net.params().group(g).into_iter().map(|p| (p.name.clone(), p.var.clone())).collect();
+    let t = &cfg.train;
+    let mut weights = Sgd::new(group(ParamGroup::Weight), t.lr, t.momentum, t.weight_decay);
+    let mut arch = (kind == RunKind::Search).then(|| Sgd::new(group(ParamGroup::Arch), t.lra, t.momentum, t.weight_decay));
+    let mut state = RunState {
+        kind: kind.name().into(),
+        epoch: 0,
+        step_in_epoch: 0,
+        global_step: 0,
+        best_acc1: 0.0,
+        fingerprint: cfg.fingerprint()?,
+    };
+    if let Some(ck) = checkpoint {
+        for p in net.params().iter() {
+            let t = ck.tensors.get(&p.name).ok_or_else(|| {
+                Error::msg(format!("checkpoint has no tensor `{}`: it was made for another network", p.name))
+            })?;
+            if t.dims() != p.var.dims() {
+                return Err(Error::Shape {
+                    context: format!("checkpoint tensor `{}`", p.name),
+                    expected: format!("{:?}", p.var.dims()),
+                    found: format!("{:?}", t.dims()),
+                });
+            }
+            p.var.set(&t.to_dtype(p.var.dtype())?)?;
+        }
+        let mut m = ck.momentum;
+        weights.set_buffers(m.remove("weight").unwrap_or_default());
+        if let Some(a) = arch.as_mut() {
+            a.set_buffers(m.remove("arch").unwrap_or_default());
+        }
+        state = ck.state;
+    }
+
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io("creating", &opts.out, e))?;
+    let resolved = toml::to_string_pretty(&cfg).map_err(|e| Error::msg(e.to_string()))?;
+    write_atomic(&opts.out.join("config.resolved.toml"), resolved.as_bytes())?;
+    let log = MetricsLog::new(&opts.out.join("metrics.jsonl"));
+    let history = read_history(&opts.out.join("metrics.jsonl"));
+    let mut tr = Trainer { kind, cfg, opts, net, cost, weights, arch, data, state, log, history };
+    tr.run()
+}
+
+fn read_history(path: &Path) -> Vec<EpochRecord> {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().filter_map(|l| serde_json::from_str::<EpochRecord>(l).ok()).filter(|r| r.kind == "epoch").collect())
+        .unwrap_or_default()
+}
+
+impl Trainer {
+    fn say(&self, s: impl AsRef<str>) {
+        if self.opts.verbose {
+            println!("{}", s.as_ref());
+        }
+    }
+
+    fn run(&mut self) -> Result<RunSummary> {
+        if self.opts.evaluate {
+            let v = self.validate()?;
+            self.say(format!("val: ce {:.4}  top-1 {:.2}%  top-5 {:.2}%  ({} images)", v.ce, v.top1, v.top5, v.images));
+            return Ok(self.summary(Some(v), None, false));
+        }
+        self.say(format!(
+            "{} {} on {} ({} train / {} val images, {} classes) -> {}",
+            self.kind.name(),
+            self.cfg.arch,
+            self.data.source,
+            self.data.train.len(),
+            self.data.val.len(),
+            self.data.classes.len(),
+            self.opts.out.display()
+        ));
+        let mut report = None;
+        if self.state.epoch == 0 && self.state.step_in_epoch == 0 {
+            let r = ArchReport::new(&self.cfg.arch, 0, &self.net, self.cost.as_ref())?;
+            self.say(format!("initial architecture:\n{}", r.table()));
+        }
+        let mut last_val = None;
+        while self.state.epoch < self.cfg.train.epochs {
+            let epoch = self.state.epoch;
+            let (train, interrupted) = self.train_epoch(epoch)?;
+            if interrupted {
+                let path = self.opts.out.join("checkpoint.safetensors");
+                self.save(&path)?;
+                self.say(format!(
+                    "interrupted: saved epoch {epoch} step {} to {}; continue with --resume {}",
+                    self.state.step_in_epoch,
+                    path.display(),
+                    path.display()
+                ));
+                return Ok(self.summary(last_val, report, true));
+            }
+            let v = self.validate()?;
+            let r = ArchReport::new(&self.cfg.arch, epoch + 1, &self.net, self.cost.as_ref())?;
+            self.state.epoch += 1;
+            self.state.step_in_epoch = 0;
+            let is_best = v.top1 > self.state.best_acc1 || self.history.is_empty() && epoch == 0;
+            if v.top1 > self.state.best_acc1 {
+                self.state.best_acc1 = v.top1;
+            }
+            let rec = EpochRecord {
+                kind: "epoch".into(),
+                epoch,
+                lr: self.cfg.train.lr_at(epoch),
+                lra: self.cfg.train.lra_at(epoch),
+                train_ce: train.0,
+                complexity: train.1,
+                train_top1: train.2,
+                val_ce: v.ce,
+                val_top1: v.top1,
+                val_top5: v.top5,
+                bit: r.argmax.headline.1,
+                bit_expected: r.expected.as_ref().map(|e| e.headline.1),
+                images_per_s: train.3,
+                skipped: train.4,
+            };
+            self.log.write(&rec)?;
+            self.history.push(rec);
+            self.say(format!(
+                "epoch {epoch}: train ce {:.4} top-1 {:.2}% | val ce {:.4} top-1 {:.2}% top-5 {:.2}% | {:.1} img/s{}",
+                train.0,
+                train.2,
+                v.ce,
+                v.top1,
+                v.top5,
+                train.3,
+                if train.4 > 0 { format!(" | {} bad images skipped", train.4) } else { String::new() }
+            ));
+            self.say(r.table());
+            let arch_json = serde_json::to_string_pretty(&r).map_err(|e| Error::msg(e.to_string()))?;
+            write_atomic(&self.opts.out.join("arch.json"), arch_json.as_bytes())?;
+            let ck = self.opts.out.join("checkpoint.safetensors");
+            self.save(&ck)?;
+            if is_best {
+                copy_atomic(&ck, &self.opts.out.join("best.safetensors"))?;
+            }
+            if (epoch + 1) % self.cfg.train.step_epoch == 0 {
+                copy_atomic(&ck, &self.opts.out.join(format!("checkpoint_ep{}.safetensors", epoch + 1)))?;
+            }
+            plots::write_all(&self.opts.out, &self.history, &r)?;
+            last_val = Some(v);
+            report = Some(r);
+        }
+        Ok(self.summary(last_val, report, false))
+    }
+
+    fn summary(&self, last_val: Option<ValResult>, report: Option<ArchReport>, interrupted: bool) -> RunSummary {
+        RunSummary {
+            out: self.opts.out.clone(),
+            epochs_done: self.state.epoch,
+            best_acc1: self.state.best_acc1,
+            last_val,
+            report,
+            interrupted,
+        }
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let tensors: Vec<(String, Tensor)> =
+            self.net.params().iter().map(|p| (p.name.clone(), p.var.as_tensor().clone())).collect();
+        let empty = HashMap::new();
+        let arch = self.arch.as_ref().map(|a| a.buffers()).unwrap_or(&empty);
+        checkpoint::save(path, &self.state, &self.cfg, &tensors, &[("weight", self.weights.buffers()), ("arch", arch)])
+    }
+
+    fn loader_config(&self, train: bool) -> LoaderConfig {
+        let t = &self.cfg.train;
+        let graph_input = self.net.graph().input.clone();
+        LoaderConfig::new(graph_input, t.batch_size, train, t.seed).workers(t.workers.max(1))
+    }
+
+    /// One training epoch from `state.step_in_epoch`: (ce, complexity, top1, images/s, skipped, interrupted).
+    fn train_epoch(&mut self, epoch: usize) -> Result<((f64, f64, f64, f64, usize), bool)> {
+        let t = self.cfg.train.clone();
+        self.weights.lr = t.lr_at(epoch);
+        if let Some(a) = self.arch.as_mut() {
+            a.lr = t.lra_at(epoch);
+        }
+        let cfg = self.loader_config(true).start_batch(self.state.step_in_epoch).max_batches(t.max_steps_per_epoch);
+        let total = Loader::batches_to_yield(self.data.train.len(), &cfg);
+        let iter = Loader::epoch(self.data.train.clone(), &cfg, epoch as u64, &self.opts.device)?;
+        let bar = self.progress_bar(total as u64, epoch);
+        let (mut ce_m, mut comp_m, mut top1_m, mut top5_m) = (Mean::default(), Mean::default(), Mean::default(), Mean::default());
+        let (mut images, mut skipped) = (0usize, 0usize);
+        let start = Instant::now();
+        for batch in iter {
+            let batch = batch?;
+            skipped += batch.skipped;
+            let n = batch.labels.dims1()?;
+            let ctx = RelaxContext { training: true, epoch, step: self.state.global_step, seed: t.seed, ..Default::default() };
+            let fwd = self.net.forward(&batch.images, true, &ctx)?;
+            let ce = candle_nn::loss::cross_entropy(&fwd.logits, &batch.labels)?;
+            let comp = complexity(&self.net, self.cost.as_ref(), &fwd)?;
+            let loss = match (&comp, self.kind) {
+                (Some(c), RunKind::Search) if t.complexity_decay != 0.0 => ce.add(&c.affine(t.complexity_decay, 0.0)?)?,
+                _ => ce.clone(),
+            };
+            let ce_v = ce.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !ce_v.is_finite() || !loss_v.is_finite() {
+                return Err(Error::msg(format!(
+                    "non-finite loss (cross-entropy {ce_v}, total {loss_v}) at epoch {epoch}, step {}; stopping before the update. \
+                     The last good checkpoint is {} (if any); lower --lr or check the data.",
+                    self.state.step_in_epoch,
+                    self.opts.out.join("checkpoint.safetensors").display()
+                )));
+            }
+            let grads = loss.backward()?;
+            self.weights.step(&grads)?;
+            if let Some(a) = self.arch.as_mut() {
+                a.step(&grads)?;
+            }
+            drop(grads);
+            let comp_v = match &comp {
+                Some(c) => c.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+                None => 0.0,
+            };
+            let (h1, h5) = topk_hits(&fwd.logits, &batch.labels)?;
+            ce_m.add(ce_v, n);
+            comp_m.add(comp_v, n);
+            top1_m.add(100.0 * h1 as f64 / n as f64, n);
+            top5_m.add(100.0 * h5 as f64 / n as f64, n);
+            images += n;
+            self.state.step_in_epoch += 1;
+            self.state.global_step += 1;
+            let ips = images as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            let step = self.state.step_in_epoch;
+            if let Some(b) = &bar {
+                b.set_message(format!("ce {:.3} top-1 {:.1}% {:.0} img/s", ce_m.get(), top1_m.get(), ips));
+                b.inc(1);
+            }
+            if step % t.print_freq.max(1) == 0 || step == total {
+                self.log.write(&StepRecord {
+                    kind: "step",
+                    epoch,
+                    step,
+                    global_step: self.state.global_step,
+                    lr: self.weights.lr,
+                    lra: self.arch.as_ref().map(|a| a.lr).unwrap_or(0.0),
+                    ce: ce_m.get(),
+                    complexity: comp_m.get(),
+                    top1: top1_m.get(),
+                    top5: top5_m.get(),
+                    images_per_s: ips,
+                })?;
+                if bar.is_none() {
+                    self.say(format!(
+                        "epoch {epoch} [{step:>5}/{total}] lr {:.5} ce {:.4} complexity {:.3} top-1 {:.2}% top-5 {:.2}% {:.1} img/s",
+                        self.weights.lr,
+                        ce_m.get(),
+                        comp_m.get(),
+                        top1_m.get(),
+                        top5_m.get(),
+                        ips
+                    ));
+                }
+            }
+            if self.opts.interrupt.load(Ordering::SeqCst) {
+                if let Some(b) = bar {
+                    b.abandon();
+                }
+                return Ok(((ce_m.get(), comp_m.get(), top1_m.get(), ips, skipped), true));
+            }
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let ips = images as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        Ok(((ce_m.get(), comp_m.get(), top1_m.get(), ips, skipped), false))
+    }
+
+    fn progress_bar(&self, total: u64, epoch: usize) -> Option<indicatif::ProgressBar> {
+        if !(self.opts.progress && self.opts.verbose) {
+            return None;
+        }
+        let b = indicatif::ProgressBar::new(total);
+        let style = indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        b.set_style(style);
+        b.set_prefix(epoch.to_string());
+        Some(b)
+    }
+
+    fn validate(&self) -> Result<ValResult> {
+        let cfg = self.loader_config(false).max_batches(self.cfg.train.max_val_batches);
+        let iter = Loader::epoch(self.data.val.clone(), &cfg, 0, &self.opts.device)?;
+        let (mut ce_m, mut n_all, mut h1, mut h5) = (Mean::default(), 0usize, 0usize, 0usize);
+        let ctx = RelaxContext { training: false, ..Default::default() };
+        for batch in iter {
+            let batch = batch?;
+            let n = batch.labels.dims1()?;
+            let fwd = self.net.forward(&batch.images, false, &ctx)?;
+            let logits = fwd.logits.detach();
+            let ce = candle_nn::loss::cross_entropy(&logits, &batch.labels)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let (a, b) = topk_hits(&logits, &batch.labels)?;
+            ce_m.add(ce, n);
+            n_all += n;
+            h1 += a;
+            h5 += b;
+        }
+        let pct = |h: usize| if n_all == 0 { 0.0 } else { 100.0 * h as f64 / n_all as f64 };
+        Ok(ValResult { ce: ce_m.get(), top1: pct(h1), top5: pct(h5), images: n_all })
+    }
+}
