@@ -5,6 +5,18 @@
 //! shape, plus the [`LayerInfo`](crate::LayerInfo) of every searchable convolution. It holds no
 //! tensors: [`Network`] turns it into parameters and a runnable forward pass for search,
 //! retrain or full precision, and [`build_network`] does so from a configuration.
+//!
+//! [`Network`] parameters (state-dict keys) are created in node declaration order: a
+//! full-precision conv has `<name>.weight`; a quantizable conv has, in search mode,
+//! `<name>.alpha_activ` and `<name>.alpha_weight` (group Arch, the relaxation's initial logits)
+//! then `<name>.weight`, otherwise `<name>.weight` only; a batch norm has `<name>.weight` = 1 and
+//! `<name>.bias` = 0 when affine, and the buffers `<name>.running_mean` = 0 and
+//! `<name>.running_var` = 1; a linear layer has `<name>.weight` `[out, in]` and `<name>.bias`.
+//! Initialisation (decision D18) draws from one seeded `Rng` in declaration order. Search mode
+//! builds every quantizable conv as a `MixedConv`, fixed mode as a `FixedConv` at its
+//! (wbit, abit), full precision as a `FixedConv` at (32, 32). The forward pass frees each
+//! intermediate once its last consumer ran; in train mode batch norm uses batch statistics and
+//! updates its running statistics in place.
 
 mod build;
 mod builder;

@@ -99,7 +99,8 @@ enum Runtime {
     },
 }
 
-/// A runnable network: graph, parameters and per-node state. See the [module docs](self).
+/// A runnable network: graph, parameters and per-node state (parameter names, initialisation,
+/// modes and forward semantics are described in the [`graph`](crate::graph) module docs).
 #[derive(Debug, Clone)]
 pub struct Network {
     graph: Graph,
