@@ -131,7 +131,10 @@ impl ArchReport {
         let search = self.layers.iter().any(|l| !l.probs_activ.is_empty());
         let w = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(4).max(5);
         if search {
-            s += &format!("{:>3}  {:w$}  {:>22}  {:>29}  {:>4} {:>4}  {:>10}\n", "#", "layer", "p(abit)", "p(wbit)", "abit", "wbit", "cost");
+            s += &format!(
+                "{:>3}  {:w$}  {:>22}  {:>29}  {:>4} {:>4}  {:>10}\n",
+                "#", "layer", "p(abit)", "p(wbit)", "abit", "wbit", "cost"
+            );
         } else {
             s += &format!("{:>3}  {:w$}  {:>4} {:>4}  {:>10}\n", "#", "layer", "abit", "wbit", "cost");
         }

@@ -43,10 +43,7 @@ pub struct StepBench {
 /// file are timed at uniform w2a2.
 pub fn bench_step(cfg: &RunConfig, batch: usize, iters: usize, warmup: usize, device: &Device) -> Result<StepBench> {
     let graph = crate::graph::declare_graph(&cfg.model)?;
-    let needs_arch = matches!(
-        cfg.model.mode,
-        crate::QuantMode::Fixed { bits: crate::FixedBits::ArchFile }
-    );
+    let needs_arch = matches!(cfg.model.mode, crate::QuantMode::Fixed { bits: crate::FixedBits::ArchFile });
     let uniform = vec![(2u32, 2u32); graph.layers().len()];
     let net = build_network(&cfg.model, needs_arch.then_some(uniform.as_slice()), device, cfg.train.seed)?;
     let cost = crate::registry::build_cost(&cfg.model.cost)?;
@@ -57,7 +54,11 @@ pub fn bench_step(cfg: &RunConfig, batch: usize, iters: usize, warmup: usize, de
     let mut a = Sgd::new(group(ParamGroup::Arch), t.lra, t.momentum, t.weight_decay);
     let input = &graph.input;
     let x = Tensor::randn(0f32, 1.0, (batch, input.channels, input.size, input.size), device)?;
-    let y = Tensor::from_vec((0..batch as u32).map(|i| i % cfg.model.num_classes as u32).collect::<Vec<_>>(), batch, device)?;
+    let y = Tensor::from_vec(
+        (0..batch as u32).map(|i| i % cfg.model.num_classes as u32).collect::<Vec<_>>(),
+        batch,
+        device,
+    )?;
     let cd = if t.complexity_decay != 0.0 { t.complexity_decay } else { 1e-3 };
     let ctx = RelaxContext { training: true, ..Default::default() };
     let mut times = Vec::with_capacity(iters);

@@ -60,7 +60,11 @@ pub fn save(
     tensors: &[(String, Tensor)],
     momentum: &[(&str, &HashMap<String, Tensor>)],
 ) -> Result<()> {
-    let mut all: Vec<(String, Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t.to_device(&Device::Cpu))).map(|(n, t)| Ok((n, t?))).collect::<Result<_>>()?;
+    let mut all: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_device(&Device::Cpu)))
+        .map(|(n, t)| Ok((n, t?)))
+        .collect::<Result<_>>()?;
     for (group, bufs) in momentum {
         for (name, t) in bufs.iter() {
             all.push((format!("optim.{group}.{name}"), t.to_device(&Device::Cpu)?));
@@ -79,11 +83,13 @@ pub fn save(
 pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("reading checkpoint", path, e))?;
     let bad = |m: String| Error::msg(format!("checkpoint `{}`: {m}", path.display()));
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
     let meta = meta.metadata().clone().unwrap_or_default();
     let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("no `{k}` metadata: not an edmips checkpoint")));
     let state: RunState = serde_json::from_str(get(STATE_KEY)?).map_err(|e| bad(format!("bad run state: {e}")))?;
-    let config: RunConfig = serde_json::from_str(get(CONFIG_KEY)?).map_err(|e| bad(format!("bad configuration: {e}")))?;
+    let config: RunConfig =
+        serde_json::from_str(get(CONFIG_KEY)?).map_err(|e| bad(format!("bad configuration: {e}")))?;
     let loaded = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| bad(e.to_string()))?;
     let mut tensors = HashMap::new();
     let mut momentum: HashMap<String, HashMap<String, Tensor>> = HashMap::new();

@@ -78,7 +78,11 @@ mod tests {
 
     #[test]
     fn topk_counts_ranks_with_ties_to_the_earlier_class() {
-        let logits = Tensor::new(&[[0.1f32, 0.9, 0.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.4, 0.3, 0.2, 0.1], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]], &Device::Cpu).unwrap();
+        let logits = Tensor::new(
+            &[[0.1f32, 0.9, 0.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.4, 0.3, 0.2, 0.1], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
         let labels = Tensor::new(&[1u32, 1, 0], &Device::Cpu).unwrap();
         // Row 0: hit. Row 1: class 0 ties and wins: rank 1 (top-5 only). Row 2: rank 5: miss.
         assert_eq!(topk_hits(&logits, &labels).unwrap(), (1, 2));

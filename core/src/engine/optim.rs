@@ -32,7 +32,11 @@ impl Sgd {
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         for (name, p) in &self.params {
             let Some(g) = grads.get(p.as_tensor()) else { continue };
-            let d = if self.weight_decay != 0.0 { g.add(&p.as_tensor().affine(self.weight_decay, 0.0)?)? } else { g.clone() };
+            let d = if self.weight_decay != 0.0 {
+                g.add(&p.as_tensor().affine(self.weight_decay, 0.0)?)?
+            } else {
+                g.clone()
+            };
             let buf = match self.buffers.get(name) {
                 Some(b) if self.momentum != 0.0 => b.affine(self.momentum, 0.0)?.add(&d)?,
                 _ => d,

@@ -23,7 +23,11 @@ pub fn write_all(out: &Path, history: &[EpochRecord], report: &ArchReport) -> Re
 
 type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
 
-fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, title: &str, series: &[Series]) -> Result<()>
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    series: &[Series],
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -113,16 +117,20 @@ fn bits(r: &ArchReport) -> Result<String> {
         chart.configure_mesh().x_desc("layer").y_desc("bits").disable_x_mesh().draw().map_err(err)?;
         let clip = |b: u32| (b as f64).min(maxb + 0.5);
         chart
-            .draw_series(r.layers.iter().enumerate().map(|(i, l)| {
-                Rectangle::new([(i as f64 + 0.1, 0.0), (i as f64 + 0.48, clip(l.wbit))], BLUE.filled())
-            }))
+            .draw_series(
+                r.layers.iter().enumerate().map(|(i, l)| {
+                    Rectangle::new([(i as f64 + 0.1, 0.0), (i as f64 + 0.48, clip(l.wbit))], BLUE.filled())
+                }),
+            )
             .map_err(err)?
             .label("weight bits")
             .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 12, y + 4)], BLUE.filled()));
         chart
-            .draw_series(r.layers.iter().enumerate().map(|(i, l)| {
-                Rectangle::new([(i as f64 + 0.52, 0.0), (i as f64 + 0.9, clip(l.abit))], RED.filled())
-            }))
+            .draw_series(
+                r.layers.iter().enumerate().map(|(i, l)| {
+                    Rectangle::new([(i as f64 + 0.52, 0.0), (i as f64 + 0.9, clip(l.abit))], RED.filled())
+                }),
+            )
             .map_err(err)?
             .label("activation bits")
             .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 12, y + 4)], RED.filled()));

@@ -87,7 +87,9 @@ impl TrainConfig {
         if self.step_epoch == 0 {
             return bad("step_epoch", "must be at least 1");
         }
-        for (k, v) in [("lr", self.lr), ("lra", self.lra), ("momentum", self.momentum), ("weight_decay", self.weight_decay)] {
+        for (k, v) in
+            [("lr", self.lr), ("lra", self.lra), ("momentum", self.momentum), ("weight_decay", self.weight_decay)]
+        {
             if !(v.is_finite() && v >= 0.0) {
                 return bad(k, "must be a non-negative number");
             }
@@ -128,8 +130,14 @@ pub struct RunConfig {
 }
 
 /// Fields that may change between a checkpoint and its resume.
-const RESUMABLE: [&str; 6] =
-    ["train.epochs", "train.workers", "train.print_freq", "train.max_steps_per_epoch", "train.max_val_batches", "data.path"];
+const RESUMABLE: [&str; 6] = [
+    "train.epochs",
+    "train.workers",
+    "train.print_freq",
+    "train.max_steps_per_epoch",
+    "train.max_val_batches",
+    "data.path",
+];
 
 impl RunConfig {
     /// Starts from the registered configuration `arch` with default hyper-parameters.
@@ -155,7 +163,8 @@ impl RunConfig {
     /// Merges a TOML file (a full or partial run configuration) over this one.
     pub fn merge_file(&self, path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-        let file: toml::Table = toml::from_str(&text).map_err(|e| Error::config(path.display().to_string(), "-", e.to_string()))?;
+        let file: toml::Table =
+            toml::from_str(&text).map_err(|e| Error::config(path.display().to_string(), "-", e.to_string()))?;
         let merged = crate::config::merge_defaults(&self.to_table()?, &file);
         Self::from_table(merged, &path.display().to_string())
     }
@@ -257,7 +266,9 @@ mod tests {
 
     #[test]
     fn overrides_parse_values_and_name_bad_keys() {
-        let c = cfg().with_overrides(&["train.lr=0.05".into(), "train.epochs=3".into(), "model.num_classes=10".into()]).unwrap();
+        let c = cfg()
+            .with_overrides(&["train.lr=0.05".into(), "train.epochs=3".into(), "model.num_classes=10".into()])
+            .unwrap();
         assert_eq!((c.train.lr, c.train.epochs, c.model.num_classes), (0.05, 3, 10));
         let e = cfg().with_overrides(&["train.lrr=0.05".into()]).unwrap_err().to_string();
         assert!(e.contains("--set train.lrr") && e.contains("unknown field"), "{e}");

@@ -72,6 +72,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Print to stdout.
     pub verbose: bool,
+    /// Epoch to start a fresh (not resumed) run at (`--start-epoch`).
+    pub start_epoch: Option<usize>,
 }
 
 /// Validation result.
@@ -168,7 +170,11 @@ pub fn parse_device(s: &str) -> Result<Device> {
         _ if s == "cuda" || s.starts_with("cuda:") => {
             let n: usize = if s == "cuda" { 0 } else { s[5..].parse().map_err(|_| bad())? };
             if !cfg!(feature = "cuda") {
-                return Err(Error::config("--device", s, "this binary was built without CUDA: rebuild with --features cuda"));
+                return Err(Error::config(
+                    "--device",
+                    s,
+                    "this binary was built without CUDA: rebuild with --features cuda",
+                ));
             }
             Device::new_cuda(n).map_err(|e| Error::Cuda(format!("cannot open CUDA device {n}: {e}")))
         }
@@ -266,7 +272,8 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
     let group = |g: ParamGroup| net.params().group(g).into_iter().map(|p| (p.name.clone(), p.var.clone())).collect();
     let t = &cfg.train;
     let mut weights = Sgd::new(group(ParamGroup::Weight), t.lr, t.momentum, t.weight_decay);
-    let mut arch = (kind == RunKind::Search).then(|| Sgd::new(group(ParamGroup::Arch), t.lra, t.momentum, t.weight_decay));
+    let mut arch =
+        (kind == RunKind::Search).then(|| Sgd::new(group(ParamGroup::Arch), t.lra, t.momentum, t.weight_decay));
     let mut state = RunState {
         kind: kind.name().into(),
         epoch: 0,
@@ -295,6 +302,8 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
             a.set_buffers(m.remove("arch").unwrap_or_default());
         }
         state = ck.state;
+    } else if let Some(e) = opts.start_epoch {
+        state.epoch = e;
     }
 
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io("creating", &opts.out, e))?;
@@ -308,7 +317,12 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
 
 fn read_history(path: &Path) -> Vec<EpochRecord> {
     std::fs::read_to_string(path)
-        .map(|s| s.lines().filter_map(|l| serde_json::from_str::<EpochRecord>(l).ok()).filter(|r| r.kind == "epoch").collect())
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| serde_json::from_str::<EpochRecord>(l).ok())
+                .filter(|r| r.kind == "epoch")
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -445,19 +459,28 @@ impl Trainer {
         let total = Loader::batches_to_yield(self.data.train.len(), &cfg);
         let iter = Loader::epoch(self.data.train.clone(), &cfg, epoch as u64, &self.opts.device)?;
         let bar = self.progress_bar(total as u64, epoch);
-        let (mut ce_m, mut comp_m, mut top1_m, mut top5_m) = (Mean::default(), Mean::default(), Mean::default(), Mean::default());
+        let (mut ce_m, mut comp_m, mut top1_m, mut top5_m) =
+            (Mean::default(), Mean::default(), Mean::default(), Mean::default());
         let (mut images, mut skipped) = (0usize, 0usize);
         let start = Instant::now();
         for batch in iter {
             let batch = batch?;
             skipped += batch.skipped;
             let n = batch.labels.dims1()?;
-            let ctx = RelaxContext { training: true, epoch, step: self.state.global_step, seed: t.seed, ..Default::default() };
+            let ctx = RelaxContext {
+                training: true,
+                epoch,
+                step: self.state.global_step,
+                seed: t.seed,
+                ..Default::default()
+            };
             let fwd = self.net.forward(&batch.images, true, &ctx)?;
             let ce = candle_nn::loss::cross_entropy(&fwd.logits, &batch.labels)?;
             let comp = complexity(&self.net, self.cost.as_ref(), &fwd)?;
             let loss = match (&comp, self.kind) {
-                (Some(c), RunKind::Search) if t.complexity_decay != 0.0 => ce.add(&c.affine(t.complexity_decay, 0.0)?)?,
+                (Some(c), RunKind::Search) if t.complexity_decay != 0.0 => {
+                    ce.add(&c.affine(t.complexity_decay, 0.0)?)?
+                }
                 _ => ce.clone(),
             };
             let ce_v = ce.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -539,8 +562,9 @@ impl Trainer {
             return None;
         }
         let b = indicatif::ProgressBar::new(total);
-        let style = indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {elapsed_precise} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        let style =
+            indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         b.set_style(style);
         b.set_prefix(epoch.to_string());
         Some(b)
@@ -556,7 +580,8 @@ impl Trainer {
             let n = batch.labels.dims1()?;
             let fwd = self.net.forward(&batch.images, false, &ctx)?;
             let logits = fwd.logits.detach();
-            let ce = candle_nn::loss::cross_entropy(&logits, &batch.labels)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let ce =
+                candle_nn::loss::cross_entropy(&logits, &batch.labels)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             let (a, b) = topk_hits(&logits, &batch.labels)?;
             ce_m.add(ce, n);
             n_all += n;

@@ -64,15 +64,6 @@ pub(crate) fn grid(n: usize) -> u32 {
     (n.div_ceil(BLOCK as usize)).clamp(1, 1024) as u32
 }
 
-pub(crate) fn func(
-    dev: &CudaDevice,
-    name: &str,
-    module: &str,
-    ptx: &str,
-) -> candle_core::Result<candle_core::cuda_backend::CudaFunc> {
-    dev.get_or_load_custom_func(name, module, ptx)
-}
-
 /// Launches the forward mixture kernel.
 pub(crate) fn mixture_fwd<Q: ElementQuantizer>(
     k: usize,
@@ -88,7 +79,7 @@ pub(crate) fn mixture_fwd<Q: ElementQuantizer>(
     let n = l1.shape().elem_count();
     let out = dev.alloc_zeros::<f32>(n)?;
     let ptx = ptx_for(Q::NAME, cuda_source::<Q>)?;
-    let f = func(dev, "mix_fwd", &module_name::<Q>(), &ptx)?;
+    let f = dev.get_or_load_custom_func("mix_fwd", &module_name::<Q>(), &ptx)?;
     let cfg = LaunchConfig { grid_dim: (grid(n), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
     let (n64, ki, np) = (n as u64, k as i32, Q::PARAMS as i32);
     let mut b = f.builder();
@@ -125,7 +116,7 @@ pub(crate) fn mixture_bwd<Q: ElementQuantizer>(
     let module = module_name::<Q>();
     let (n64, ki, np, nb) = (n as u64, k as i32, Q::PARAMS as i32, blocks as i32);
 
-    let f = func(dev, "mix_bwd", &module, &ptx)?;
+    let f = dev.get_or_load_custom_func("mix_bwd", &module, &ptx)?;
     let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
     let mut b = f.builder();
     b.arg(&x);
@@ -138,7 +129,7 @@ pub(crate) fn mixture_bwd<Q: ElementQuantizer>(
     b.arg(&np);
     unsafe { b.launch(cfg) }.w()?;
 
-    let f = func(dev, "mix_reduce", &module, &ptx)?;
+    let f = dev.get_or_load_custom_func("mix_reduce", &module, &ptx)?;
     let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (MAX_BRANCHES as u32, 1, 1), shared_mem_bytes: 0 };
     let mut b = f.builder();
     b.arg(&partial);

@@ -255,7 +255,7 @@ pub(crate) mod cuda {
     use candle_core::{CudaStorage, Layout, Shape};
 
     use super::PoolGeom;
-    use crate::ops::cuda::{func, grid, ptx_for, slice_f32, BLOCK};
+    use crate::ops::cuda::{grid, ptx_for, slice_f32, BLOCK};
 
     /// Kernel argument block; must match `struct PoolArgs` in the CUDA source.
     #[repr(C)]
@@ -305,7 +305,7 @@ pub(crate) mod cuda {
         let views = ins.iter().map(|(s, l)| slice_f32(s, l, kernel)).collect::<candle_core::Result<Vec<_>>>()?;
         let out = dev.alloc_zeros::<f32>(n_out)?;
         let ptx = ptx_for("edmips_pool", super::pool_source)?;
-        let f = func(dev, kernel, "edmips_pool", &ptx)?;
+        let f = dev.get_or_load_custom_func(kernel, "edmips_pool", &ptx)?;
         let cfg = LaunchConfig { grid_dim: (grid(n_out), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
         let a = args(g);
         let mut b = f.builder();

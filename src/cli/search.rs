@@ -1,0 +1,68 @@
+//! `edmips search`: mixed-precision search (the reference's `search.py`).
+
+use anyhow::Result;
+use clap::Args;
+use edmips::core::engine::{run, RunKind};
+
+use super::run_args::{RunArgs, DEFAULT_ARCH};
+
+/// Arguments of `edmips search`.
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Learning rate of the architecture logits [default: 0.01].
+    #[arg(long)]
+    lra: Option<f64>,
+    /// Weight of the complexity term [default: 0; default job: 0.02].
+    #[arg(long = "cd", visible_alias = "complexity-decay")]
+    cd: Option<f64>,
+}
+
+/// Runs `edmips search`.
+pub fn run_search(args: &SearchArgs) -> Result<()> {
+    let default_job = args.run.default_job();
+    let cfg = args.run.resolve(DEFAULT_ARCH, |c| {
+        if default_job {
+            c.train.complexity_decay = 0.02;
+        }
+        if let Some(v) = args.lra {
+            c.train.lra = v;
+        }
+        if let Some(v) = args.cd {
+            c.train.complexity_decay = v;
+        }
+    })?;
+    let opts = args.run.options(&cfg, None)?;
+    let out = opts.out.clone();
+    let arch = cfg.arch.clone();
+    let summary = run(RunKind::Search, cfg.clone(), opts)?;
+    if summary.interrupted || args.run.evaluate {
+        return Ok(());
+    }
+    if let Some(r) = &summary.report {
+        let bits: Vec<String> = r.layers.iter().map(|l| format!("w{}a{}", l.wbit, l.abit)).collect();
+        println!("\nsearch finished after {} epochs (best val top-1 {:.2}%)", summary.epochs_done, summary.best_acc1);
+        println!("chosen bits per layer: {}", bits.join(" "));
+        let bit = r.argmax.headline.1;
+        let expected = r.expected.as_ref().map(|e| format!(" (expected {:.3})", e.headline.1)).unwrap_or_default();
+        println!("normalised bit {bit:.3}{expected}; architecture: {}", out.join("arch.json").display());
+        let quant = retrain_config(&arch);
+        let mut cmd = format!("edmips train -a {quant} --ac {}", out.join("arch.json").display());
+        if let Some(d) = &cfg.data.path {
+            cmd += &format!(" {}", d.display());
+        }
+        cmd += &format!(" --epochs {}", cfg.train.epochs);
+        println!("retrain it with:\n  {cmd}");
+    }
+    Ok(())
+}
+
+/// The `quant*_cfg` configuration that retrains a `mix*` search (`mixres18_w1234a234` ->
+/// `quantres18_cfg`).
+pub fn retrain_config(arch: &str) -> String {
+    match arch.strip_prefix("mix").and_then(|r| r.split_once('_')) {
+        Some((net, _)) => format!("quant{net}_cfg"),
+        None => format!("<the quant*_cfg configuration of {arch}>"),
+    }
+}
