@@ -194,6 +194,11 @@ pub fn build_run_network(cfg: &RunConfig, arch_file: Option<&Path>, device: &Dev
     build_network(&cfg.model, arch.as_deref(), device, cfg.train.seed)
 }
 
+/// Mean cross-entropy of `logits` `[N, K]` against `labels` `[N]` (u32).
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::loss::cross_entropy(logits, labels)?)
+}
+
 /// The differentiable complexity of a forward pass (search mode).
 pub fn complexity(net: &Network, cost: &dyn ComplexityCost, fwd: &crate::graph::Forward) -> Result<Option<Tensor>> {
     if fwd.dists.is_empty() {
@@ -455,7 +460,9 @@ impl Trainer {
         if let Some(a) = self.arch.as_mut() {
             a.lr = t.lra_at(epoch);
         }
-        let cfg = self.loader_config(true).start_batch(self.state.step_in_epoch).max_batches(t.max_steps_per_epoch);
+        // The loader counts `max_batches` from `start_batch`: pass what is left of the epoch's cap.
+        let left = t.max_steps_per_epoch.map(|m| m.saturating_sub(self.state.step_in_epoch));
+        let cfg = self.loader_config(true).start_batch(self.state.step_in_epoch).max_batches(left);
         let total = Loader::batches_to_yield(self.data.train.len(), &cfg);
         let iter = Loader::epoch(self.data.train.clone(), &cfg, epoch as u64, &self.opts.device)?;
         let bar = self.progress_bar(total as u64, epoch);
@@ -475,7 +482,7 @@ impl Trainer {
                 ..Default::default()
             };
             let fwd = self.net.forward(&batch.images, true, &ctx)?;
-            let ce = candle_nn::loss::cross_entropy(&fwd.logits, &batch.labels)?;
+            let ce = cross_entropy(&fwd.logits, &batch.labels)?;
             let comp = complexity(&self.net, self.cost.as_ref(), &fwd)?;
             let loss = match (&comp, self.kind) {
                 (Some(c), RunKind::Search) if t.complexity_decay != 0.0 => {

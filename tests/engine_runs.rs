@@ -1,0 +1,164 @@
+//! Whole runs through the engine on the embedded data: exact resume (at an epoch boundary and
+//! mid-epoch after an interrupt), a non-finite loss, configuration mismatches, evaluation.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use edmips::core::candle::{Device, Tensor};
+use edmips::core::engine::checkpoint;
+use edmips::core::engine::{run, RunConfig, RunKind, RunOptions};
+
+fn cfg(epochs: usize) -> RunConfig {
+    edmips::link_builtins();
+    let mut c = RunConfig::from_arch("mixtiny_w1234a234").unwrap();
+    c.model.num_classes = 10;
+    let t = &mut c.train;
+    t.epochs = epochs;
+    t.batch_size = 16;
+    t.workers = 2;
+    t.step_epoch = 1;
+    t.max_steps_per_epoch = Some(4);
+    t.max_val_batches = Some(2);
+    t.complexity_decay = 0.05;
+    t.seed = 3;
+    c
+}
+
+fn opts(out: &Path, resume: Option<PathBuf>, interrupt: bool) -> RunOptions {
+    RunOptions {
+        out: out.to_path_buf(),
+        device: Device::Cpu,
+        resume,
+        evaluate: false,
+        arch_file: None,
+        interrupt: Arc::new(AtomicBool::new(interrupt)),
+        progress: false,
+        verbose: false,
+        start_epoch: None,
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("edmips-engine-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn tensors(path: &Path) -> (HashMap<String, Vec<f32>>, usize) {
+    let ck = checkpoint::load(path, &Device::Cpu).unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut m: HashMap<String, Vec<f32>> = ck.tensors.iter().map(|(k, t)| (k.clone(), flat(t))).collect();
+    for (g, bufs) in &ck.momentum {
+        for (k, t) in bufs {
+            m.insert(format!("optim.{g}.{k}"), flat(t));
+        }
+    }
+    (m, ck.state.epoch)
+}
+
+fn assert_bitwise(a: &Path, b: &Path) {
+    let (ta, ea) = tensors(a);
+    let (tb, eb) = tensors(b);
+    assert_eq!(ea, eb);
+    assert_eq!(ta.len(), tb.len());
+    assert!(ta.keys().any(|k| k.starts_with("optim.arch.")), "momentum buffers are saved");
+    for (k, va) in &ta {
+        let vb = &tb[k];
+        let same = va.len() == vb.len() && va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "tensor {k} differs between the runs");
+    }
+}
+
+#[test]
+fn resume_is_bitwise_exact_at_epoch_boundaries_and_mid_epoch() {
+    // Reference: 2 epochs in one run.
+    let a = tmp("a");
+    let s = run(RunKind::Search, cfg(2), opts(&a, None, false)).unwrap();
+    assert_eq!(s.epochs_done, 2);
+    for f in [
+        "checkpoint.safetensors",
+        "best.safetensors",
+        "checkpoint_ep1.safetensors",
+        "checkpoint_ep2.safetensors",
+        "arch.json",
+        "metrics.jsonl",
+        "curves.svg",
+        "bits.svg",
+        "config.resolved.toml",
+    ] {
+        assert!(a.join(f).is_file(), "{f} written");
+    }
+
+    // 1 epoch, then resume for the second.
+    let b = tmp("b");
+    run(RunKind::Search, cfg(1), opts(&b, None, false)).unwrap();
+    let s = run(RunKind::Search, cfg(2), opts(&b, Some(b.join("checkpoint.safetensors")), false)).unwrap();
+    assert_eq!(s.epochs_done, 2);
+    assert_bitwise(&a.join("checkpoint.safetensors"), &b.join("checkpoint.safetensors"));
+
+    // Interrupted after the first step (the flag is already set), then resumed mid-epoch.
+    let c = tmp("c");
+    let s = run(RunKind::Search, cfg(2), opts(&c, None, true)).unwrap();
+    assert!(s.interrupted);
+    let ck = checkpoint::load(&c.join("checkpoint.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!((ck.state.epoch, ck.state.step_in_epoch), (0, 1));
+    let s = run(RunKind::Search, cfg(2), opts(&c, Some(c.join("checkpoint.safetensors")), false)).unwrap();
+    assert!(!s.interrupted);
+    assert_bitwise(&a.join("checkpoint.safetensors"), &c.join("checkpoint.safetensors"));
+
+    // The arch report is the argmax of the logits, and train builds exactly that network.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("arch.json")).unwrap()).unwrap();
+    let bits: Vec<(u64, u64)> = report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["wbit"].as_u64().unwrap(), l["abit"].as_u64().unwrap()))
+        .collect();
+    let mut tc = RunConfig::from_arch("quanttiny_cfg").unwrap();
+    tc.model.num_classes = 10;
+    tc.train = cfg(1).train;
+    let net = edmips::core::engine::trainer::build_run_network(&tc, Some(&a.join("arch.json")), &Device::Cpu).unwrap();
+    let chosen: Vec<(u64, u64)> = net.chosen_bits().unwrap().into_iter().map(|(w, a)| (w as u64, a as u64)).collect();
+    assert_eq!(chosen, bits);
+
+    // Evaluation of a checkpoint.
+    let mut o = opts(&a, Some(a.join("best.safetensors")), false);
+    o.evaluate = true;
+    let s = run(RunKind::Search, cfg(2), o).unwrap();
+    let v = s.last_val.unwrap();
+    assert!(v.images > 0 && (0.0..=100.0).contains(&v.top1));
+    for d in [a, b, c] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn a_resume_with_another_configuration_is_refused_with_the_differences() {
+    let d = tmp("mismatch");
+    run(RunKind::Search, cfg(1), opts(&d, None, false)).unwrap();
+    let mut other = cfg(2);
+    other.train.lr = 0.2;
+    let e =
+        run(RunKind::Search, other, opts(&d, Some(d.join("checkpoint.safetensors")), false)).unwrap_err().to_string();
+    assert!(e.contains("different configuration") && e.contains("train.lr: 0.1 -> 0.2"), "{e}");
+    let e =
+        run(RunKind::Train, cfg(2), opts(&d, Some(d.join("checkpoint.safetensors")), false)).unwrap_err().to_string();
+    assert!(e.contains("search configuration"), "{e}");
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let d = tmp("nan");
+    run(RunKind::Search, cfg(1), opts(&d, None, false)).unwrap();
+    let before = std::fs::read(d.join("checkpoint.safetensors")).unwrap();
+    let mut bad = cfg(1);
+    bad.train.lr = 1e38;
+    let e = run(RunKind::Search, bad, opts(&d, None, false)).unwrap_err().to_string();
+    assert!(e.contains("non-finite loss") && e.contains("epoch 0, step"), "{e}");
+    assert_eq!(std::fs::read(d.join("checkpoint.safetensors")).unwrap(), before, "checkpoint untouched");
+    std::fs::remove_dir_all(d).unwrap();
+}
