@@ -8,13 +8,26 @@ use crate::error::Result;
 ///
 /// Symmetric padding goes straight to candle's convolution; asymmetric padding (Inception's
 /// 1×7 / 7×1 kernels) pads the input explicitly first. Gradients flow to `x` and `w`.
+///
+/// candle 0.11's conv2d backward sizes the input gradient with an output padding computed from
+/// the height alone, which is wrong when the two axes leave different remainders
+/// `(padded - kernel) % stride` (a non-square input or kernel with stride > 1). Then the input
+/// is padded explicitly and the trailing rows/columns that no window reads are cropped, which
+/// changes no output and makes both remainders zero.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Result<Tensor> {
     let [t, b, l, r] = pad;
-    if t == b && b == l && l == r {
+    let (_, _, h, wd) = x.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    let rem = |size: usize, k: usize| (size.saturating_sub(k)) % stride.max(1);
+    let (rh, rw) = (rem(h + t + b, kh), rem(wd + l + r, kw));
+    if t == b && b == l && l == r && rh == rw {
         return Ok(x.conv2d(w, t, stride, 1, 1)?);
     }
     let x = if t + b > 0 { x.pad_with_zeros(2, t, b)? } else { x.clone() };
     let x = if l + r > 0 { x.pad_with_zeros(3, l, r)? } else { x };
+    let (hp, wp) = (h + t + b, wd + l + r);
+    let x = if rh > 0 { x.narrow(2, 0, hp - rh)? } else { x };
+    let x = if rw > 0 { x.narrow(3, 0, wp - rw)? } else { x };
     Ok(x.conv2d(w, 0, stride, 1, 1)?)
 }
 
