@@ -79,6 +79,79 @@ mod gpu {
         Ok(())
     }
 
+    /// Max and average pooling (padding, ceil mode, count_include_pad), forward and backward.
+    pub fn pooling() -> Result<(), String> {
+        use edmips::core::graph::PoolOpts;
+        use edmips::core::ops::{avg_pool::avg_pool2d, max_pool::max_pool2d};
+        let dev = device().ok_or("no CUDA device")?;
+        let shape = (4, 8, 29, 31);
+        let n = 4 * 8 * 29 * 31;
+        let x = det_fill(n, 21, 2.0);
+        let cases = [PoolOpts::new(3, 2, 1), PoolOpts::new(3, 2, 0).ceil(), PoolOpts::new(3, 1, 1)];
+        for (i, opts) in cases.iter().enumerate() {
+            for max in [true, false] {
+                let run = |d: &Device| {
+                    let xv = Var::from_vec(x.clone(), shape, d).unwrap();
+                    let y =
+                        if max { max_pool2d(xv.as_tensor(), opts) } else { avg_pool2d(xv.as_tensor(), opts) }.unwrap();
+                    let g = Tensor::from_vec(det_fill(y.elem_count(), 22, 1.0), y.shape(), d).unwrap();
+                    let grads = y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
+                    let h = |t: &Tensor| {
+                        t.flatten_all().unwrap().to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap()
+                    };
+                    (h(&y), h(grads.get(xv.as_tensor()).unwrap()))
+                };
+                let (y0, g0) = run(&Device::Cpu);
+                let (y1, g1) = run(&dev);
+                let (ey, eg) = (max_abs(&y0, &y1), max_abs(&g0, &g1));
+                println!("pool case {i} max={max}: |dy| {ey:e} |dgrad| {eg:e}");
+                if ey > 1e-6 || eg > 1e-5 {
+                    return Err(format!("pool case {i} (max={max}): CUDA and CPU differ: y {ey:e}, grad {eg:e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One search step of the tiny network on CUDA against CPU (same init): logits and every
+    /// gradient close (a deep quantized net is chaotic under rounding, D19, so loosely).
+    pub fn tiny_search_step() -> Result<(), String> {
+        let dev = device().ok_or("no CUDA device")?;
+        edmips::link_builtins();
+        let cfg =
+            edmips::registry::build_config(&edmips::PluginSpec::new("mixtiny_w1234a234")).map_err(|e| e.to_string())?;
+        let run = |d: &Device| {
+            let net = edmips::core::graph::build_network(&cfg, None, d, 5).unwrap();
+            let x = Tensor::from_vec(det_fill(4 * 3 * 16 * 16, 30, 1.0), (4, 3, 16, 16), d).unwrap();
+            let y = Tensor::new(&[1u32, 3, 5, 7], d).unwrap();
+            let f = net.forward(&x, true, &Default::default()).unwrap();
+            let loss = edmips::core::engine::trainer::cross_entropy(&f.logits, &y).unwrap();
+            let grads = loss.backward().unwrap();
+            let h = |t: &Tensor| t.flatten_all().unwrap().to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
+            let mut gs = Vec::new();
+            for p in net.params().iter() {
+                if let Some(g) = grads.get(p.var.as_tensor()) {
+                    gs.push((p.name.clone(), h(g)));
+                }
+            }
+            (h(&f.logits), gs)
+        };
+        let (l0, g0) = run(&Device::Cpu);
+        let (l1, g1) = run(&dev);
+        let el = max_abs(&l0, &l1);
+        println!("tiny step: max |dlogits| {el:e}");
+        if el > 1e-3 {
+            return Err(format!("logits differ by {el:e}"));
+        }
+        for ((name, a), (_, b)) in g0.iter().zip(&g1) {
+            let scale = a.iter().map(|v| v.abs() as f64).fold(1e-3, f64::max);
+            if max_abs(a, b) / scale > 1e-2 {
+                return Err(format!("gradient of {name} differs: {:e} (scale {scale:e})", max_abs(a, b)));
+            }
+        }
+        Ok(())
+    }
+
     pub fn hwgq_mixture() -> Result<(), String> {
         compare(&Hwgq, Operand::Activation, &[2, 3, 4, 32], &[0.1, 0.2, 0.3, 0.4])
     }
@@ -109,7 +182,12 @@ fn main() {
     #[cfg(not(feature = "cuda"))]
     let (reason, tests): (Option<&str>, Vec<(&str, GpuTest)>) = (
         Some("built without --features cuda"),
-        vec![("hwgq_mixture_cuda_matches_cpu", || Ok(())), ("gauss_mixture_cuda_matches_cpu", || Ok(()))],
+        vec![
+            ("hwgq_mixture_cuda_matches_cpu", || Ok(())),
+            ("gauss_mixture_cuda_matches_cpu", || Ok(())),
+            ("pooling_cuda_matches_cpu", || Ok(())),
+            ("tiny_search_step_cuda_matches_cpu", || Ok(())),
+        ],
     );
     if let Some(r) = reason {
         eprintln!("cuda_kernels: every test ignored: {r}");
