@@ -23,10 +23,10 @@ pub struct RunArgs {
     /// Named configuration (see `edmips list --kind config`).
     #[arg(short = 'a', long = "arch")]
     pub arch: Option<String>,
-    /// Number of epochs [default: 90; default job: 3].
+    /// Number of epochs [default: 90; default job: 2].
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Multiply the learning rates by 0.1 every this many epochs [default: 30].
+    /// Multiply the learning rates by 0.1 every this many epochs [default: 30; default job: 1].
     #[arg(long = "step-epoch")]
     pub step_epoch: Option<usize>,
     /// Epoch to start at (affects the learning-rate schedule) when not resuming.
@@ -103,8 +103,8 @@ impl RunArgs {
                 cfg.model.backbone.params.insert("size".into(), toml::Value::Integer(28));
             }
             cfg.model.num_classes = 10;
-            cfg.train.epochs = 3;
-            cfg.train.step_epoch = 2;
+            cfg.train.epochs = 2;
+            cfg.train.step_epoch = 1;
             cfg.train.batch_size = 128;
             cfg.train.workers = 2;
             cfg.train.print_freq = 8;
