@@ -177,6 +177,8 @@ fn main() {
         vec![
             ("hwgq_mixture_cuda_matches_cpu", gpu::hwgq_mixture),
             ("gauss_mixture_cuda_matches_cpu", gpu::gauss_mixture),
+            ("pooling_cuda_matches_cpu", gpu::pooling),
+            ("tiny_search_step_cuda_matches_cpu", gpu::tiny_search_step),
         ],
     );
     #[cfg(not(feature = "cuda"))]

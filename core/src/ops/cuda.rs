@@ -6,7 +6,7 @@ use std::sync::{Mutex, OnceLock};
 
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
-use candle_core::cuda_backend::{CudaDevice, WrapErr};
+use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaStorage, Layout, Shape};
 
 use super::mixture::{cuda_source, ElementQuantizer, MAX_BRANCHES};
