@@ -209,6 +209,17 @@ pub fn complexity(net: &Network, cost: &dyn ComplexityCost, fwd: &crate::graph::
     Ok(Some(cost.network_cost(net.layers(), &per_layer)?))
 }
 
+/// What one training epoch measured.
+#[derive(Debug, Clone, Copy)]
+struct EpochTrain {
+    ce: f64,
+    complexity: f64,
+    top1: f64,
+    images_per_s: f64,
+    skipped: usize,
+    interrupted: bool,
+}
+
 /// The training state of a run in progress.
 struct Trainer {
     kind: RunKind,
@@ -362,8 +373,8 @@ impl Trainer {
         let mut last_val = None;
         while self.state.epoch < self.cfg.train.epochs {
             let epoch = self.state.epoch;
-            let (train, interrupted) = self.train_epoch(epoch)?;
-            if interrupted {
+            let train = self.train_epoch(epoch)?;
+            if train.interrupted {
                 let path = self.opts.out.join("checkpoint.safetensors");
                 self.save(&path)?;
                 self.say(format!(
@@ -387,28 +398,28 @@ impl Trainer {
                 epoch,
                 lr: self.cfg.train.lr_at(epoch),
                 lra: self.cfg.train.lra_at(epoch),
-                train_ce: train.0,
-                complexity: train.1,
-                train_top1: train.2,
+                train_ce: train.ce,
+                complexity: train.complexity,
+                train_top1: train.top1,
                 val_ce: v.ce,
                 val_top1: v.top1,
                 val_top5: v.top5,
                 bit: r.argmax.headline.1,
                 bit_expected: r.expected.as_ref().map(|e| e.headline.1),
-                images_per_s: train.3,
-                skipped: train.4,
+                images_per_s: train.images_per_s,
+                skipped: train.skipped,
             };
             self.log.write(&rec)?;
             self.history.push(rec);
             self.say(format!(
                 "epoch {epoch}: train ce {:.4} top-1 {:.2}% | val ce {:.4} top-1 {:.2}% top-5 {:.2}% | {:.1} img/s{}",
-                train.0,
-                train.2,
+                train.ce,
+                train.top1,
                 v.ce,
                 v.top1,
                 v.top5,
-                train.3,
-                if train.4 > 0 { format!(" | {} bad images skipped", train.4) } else { String::new() }
+                train.images_per_s,
+                if train.skipped > 0 { format!(" | {} bad images skipped", train.skipped) } else { String::new() }
             ));
             self.say(r.table());
             let arch_json = serde_json::to_string_pretty(&r).map_err(|e| Error::msg(e.to_string()))?;
@@ -453,8 +464,8 @@ impl Trainer {
         LoaderConfig::new(graph_input, t.batch_size, train, t.seed).workers(t.workers.max(1))
     }
 
-    /// One training epoch from `state.step_in_epoch`: (ce, complexity, top1, images/s, skipped, interrupted).
-    fn train_epoch(&mut self, epoch: usize) -> Result<((f64, f64, f64, f64, usize), bool)> {
+    /// One training epoch from `state.step_in_epoch`.
+    fn train_epoch(&mut self, epoch: usize) -> Result<EpochTrain> {
         let t = self.cfg.train.clone();
         self.weights.lr = t.lr_at(epoch);
         if let Some(a) = self.arch.as_mut() {
@@ -554,14 +565,16 @@ impl Trainer {
                 if let Some(b) = bar {
                     b.abandon();
                 }
-                return Ok(((ce_m.get(), comp_m.get(), top1_m.get(), ips, skipped), true));
+                let (ce, complexity, top1) = (ce_m.get(), comp_m.get(), top1_m.get());
+                return Ok(EpochTrain { ce, complexity, top1, images_per_s: ips, skipped, interrupted: true });
             }
         }
         if let Some(b) = bar {
             b.finish_and_clear();
         }
         let ips = images as f64 / start.elapsed().as_secs_f64().max(1e-9);
-        Ok(((ce_m.get(), comp_m.get(), top1_m.get(), ips, skipped), false))
+        let (ce, complexity, top1) = (ce_m.get(), comp_m.get(), top1_m.get());
+        Ok(EpochTrain { ce, complexity, top1, images_per_s: ips, skipped, interrupted: false })
     }
 
     fn progress_bar(&self, total: u64, epoch: usize) -> Option<indicatif::ProgressBar> {
