@@ -145,3 +145,43 @@ fn bench_step_reports_json() {
     assert_eq!(v["kind"], "search");
     assert!(v["median_ms"].as_f64().unwrap() > 0.0 && v["images_per_s"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn a_cifar10_search_runs_on_the_real_data() {
+    let tarball = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10.tar.gz");
+    assert!(
+        tarball.is_file(),
+        "{} is missing: this test needs the real CIFAR-10 in ../shared/data next to the repository",
+        tarball.display()
+    );
+    let root = tmp("cifar");
+    let st = Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(&root).status().unwrap();
+    assert!(st.success(), "unpacking {}", tarball.display());
+    // The archive holds train/ and val/ at its top level (older copies had a cifar/ folder).
+    let data = if root.join("train").is_dir() { root.clone() } else { root.join("cifar") };
+    let out = root.join("run");
+    // edmips search -a mixres20_w1234a234 --epochs 1 DATA, capped to a few steps.
+    let o = edmips(&[
+        "search",
+        "-a",
+        "mixres20_w1234a234",
+        "--epochs",
+        "1",
+        data.to_str().unwrap(),
+        "-b",
+        "32",
+        "-j",
+        "2",
+        "--max-steps",
+        "3",
+        "--max-val-batches",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("50000 train / 10000 val images, 10 classes"), "{t}");
+    assert_eq!(bits(&out.join("arch.json")).len(), 20);
+    std::fs::remove_dir_all(root).unwrap();
+}

@@ -1,0 +1,122 @@
+//! One search step of the full ResNet-18 against `search_step.json`, at the loose tolerances its
+//! README gives (a deep quantized network is chaotic under float rounding, D19): exact where the
+//! maths is exact (complexity and its gradient), loose for CE, logits and the updated logits.
+
+mod common;
+
+use common::*;
+use edmips::core::candle::{Device, Tensor};
+use edmips::core::engine::optim::Sgd;
+use edmips::core::engine::trainer::{complexity, cross_entropy};
+use edmips::core::graph::build_network;
+use edmips::core::init::det_fill;
+use edmips::core::params::ParamGroup;
+use edmips::{registry, RelaxContext};
+
+fn our_name(reference: &str) -> String {
+    reference
+        .replace(".mix_activ.alpha_activ", ".alpha_activ")
+        .replace(".mix_weight.alpha_weight", ".alpha_weight")
+        .replace(".mix_weight.conv.weight", ".weight")
+}
+
+#[test]
+fn a_full_resnet18_search_step_matches_the_reference_loosely() {
+    edmips::link_builtins();
+    let gold = load("search_step.json");
+    let dev = Device::Cpu;
+    let mut cfg = registry::build_config(&edmips::PluginSpec::new("mixres18_w1234a234")).unwrap();
+    cfg.num_classes = 10;
+    let net = build_network(&cfg, None, &dev, 0).unwrap();
+    let cost = registry::build_cost(&cfg.cost).unwrap();
+    let params = gold["parameters"].as_array().unwrap();
+    assert_eq!(params.len(), 116);
+    for p in params {
+        let name = our_name(p["name"].as_str().unwrap());
+        let var = &net.params().get(&name).unwrap_or_else(|| panic!("no parameter {name}")).var;
+        let n = var.elem_count();
+        let data = match p["rule"].as_str().unwrap() {
+            "det_fill" => det_fill(n, p["seed"].as_u64().unwrap(), p["scale"].as_f64().unwrap()),
+            _ => vec![p["value"].as_f64().unwrap() as f32; n],
+        };
+        var.set(&Tensor::from_vec(data, var.shape(), &dev).unwrap()).unwrap();
+    }
+    let inp = &gold["input"];
+    let shape: Vec<usize> = inp["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let xv = det_fill(shape.iter().product(), inp["det_fill_seed"].as_u64().unwrap(), inp["scale"].as_f64().unwrap());
+    assert_exact("input first_8", &xv[..8], &f32s(&inp["first_8"]));
+    assert_rel("input sum", xv.iter().map(|&v| v as f64).sum(), inp["sum_f64"].as_f64().unwrap(), 1e-12);
+    let x = Tensor::from_vec(xv, shape, &dev).unwrap();
+    let y: Vec<u32> = gold["target"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+    let y = Tensor::new(y.as_slice(), &dev).unwrap();
+    let o = &gold["optim"];
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    let group = |g| net.params().group(g).into_iter().map(|p| (p.name.clone(), p.var.clone())).collect();
+    let mut wopt = Sgd::new(
+        group(ParamGroup::Weight),
+        f(&o["weights"], "lr"),
+        f(&o["weights"], "momentum"),
+        f(&o["weights"], "weight_decay"),
+    );
+    let mut aopt = Sgd::new(
+        group(ParamGroup::Arch),
+        f(&o["alphas"], "lr"),
+        f(&o["alphas"], "momentum"),
+        f(&o["alphas"], "weight_decay"),
+    );
+    let cd = f(o, "cd");
+    let scalar = |t: &Tensor| t.to_scalar::<f32>().unwrap() as f64;
+    let flat = |v: &serde_json::Value| v.as_array().unwrap().iter().flat_map(f32s).collect::<Vec<f32>>();
+
+    // Step 0: forward, loss, complexity gradient, update.
+    let s0 = &gold["steps"][0];
+    let fwd = net.forward(&x, true, &RelaxContext::default()).unwrap();
+    let ce = cross_entropy(&fwd.logits, &y).unwrap();
+    let comp = complexity(&net, cost.as_ref(), &fwd).unwrap().unwrap();
+    assert_rel("complexity", scalar(&comp), s0["complexity_loss"].as_f64().unwrap(), 1e-6);
+    assert!((scalar(&ce) - s0["ce"].as_f64().unwrap()).abs() < 0.12, "ce {} vs {}", scalar(&ce), s0["ce"]);
+    assert_close("step 0 logits", &host(&fwd.logits), &f32s(&s0["logits"]["data"]), 0.25);
+    for (i, tol) in [(0, 2e-5), (1, 2e-4)] {
+        let v = host(&fwd.layer_outputs[i]);
+        let c = &s0["layer_output_checksums"][i];
+        assert_rel(&format!("layer {i} sum"), v.iter().map(|&x| x as f64).sum(), c["out_sum"].as_f64().unwrap(), tol);
+        let sq: f64 = v.iter().map(|&x| (x as f64).powi(2)).sum();
+        assert_rel(&format!("layer {i} sumsq"), sq, c["out_sumsq"].as_f64().unwrap(), tol);
+    }
+    let comp_grads = comp.affine(cd, 0.0).unwrap().backward().unwrap();
+    let arch = net.params().group(ParamGroup::Arch);
+    let part = |suffix: &str| -> Vec<f32> {
+        arch.iter()
+            .filter(|p| p.name.ends_with(suffix))
+            .flat_map(|p| host(comp_grads.get(p.var.as_tensor()).unwrap()))
+            .collect()
+    };
+    assert_close(
+        "complexity part of d alpha_activ",
+        &part(".alpha_activ"),
+        &flat(&s0["grad_alpha_activ_complexity_part"]),
+        1e-7,
+    );
+    assert_close(
+        "complexity part of d alpha_weight",
+        &part(".alpha_weight"),
+        &flat(&s0["grad_alpha_weight_complexity_part"]),
+        1e-7,
+    );
+    let loss = ce.add(&comp.affine(cd, 0.0).unwrap()).unwrap();
+    let grads = loss.backward().unwrap();
+    wopt.step(&grads).unwrap();
+    aopt.step(&grads).unwrap();
+
+    // Step 1: the forward after the update.
+    let s1 = &gold["steps"][1];
+    let fwd = net.forward(&x, true, &RelaxContext::default()).unwrap();
+    let ce = cross_entropy(&fwd.logits, &y).unwrap();
+    assert!((scalar(&ce) - s1["ce"].as_f64().unwrap()).abs() < 0.15, "step 1 ce {} vs {}", scalar(&ce), s1["ce"]);
+    assert_close("step 1 logits", &host(&fwd.logits), &f32s(&s1["logits"]["data"]), 0.6);
+    let logits = net.logits().unwrap();
+    let a: Vec<f32> = logits.iter().flat_map(|l| l.0.clone()).collect();
+    let w: Vec<f32> = logits.iter().flat_map(|l| l.1.clone()).collect();
+    assert_close("updated alpha_activ", &a, &flat(&s1["alpha_activ"]), 6e-4);
+    assert_close("updated alpha_weight", &w, &flat(&s1["alpha_weight"]), 6e-4);
+}
