@@ -106,7 +106,14 @@ fn bits(r: &ArchReport) -> Result<String> {
         let width = (120 + 28 * n as u32).max(480);
         let root = SVGBackend::with_string(&mut s, (width, 360)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let maxb = r.layers.iter().map(|l| l.wbit.max(l.abit)).filter(|&b| b < 32).max().unwrap_or(4) as f64;
+        // The candidate range when known (search), so charts of successive epochs compare.
+        let maxb = r
+            .layers
+            .iter()
+            .flat_map(|l| l.abits.iter().chain(&l.wbits).copied().chain([l.wbit, l.abit]))
+            .filter(|&b| b < 32)
+            .max()
+            .unwrap_or(4) as f64;
         let mut chart = ChartBuilder::on(&root)
             .caption(format!("{}: chosen bits per layer (epoch {})", r.arch, r.epoch), ("sans-serif", 16))
             .margin(8)
