@@ -13,13 +13,6 @@ use edmips::core::init::det_fill;
 use edmips::core::params::ParamGroup;
 use edmips::{registry, RelaxContext};
 
-fn our_name(reference: &str) -> String {
-    reference
-        .replace(".mix_activ.alpha_activ", ".alpha_activ")
-        .replace(".mix_weight.alpha_weight", ".alpha_weight")
-        .replace(".mix_weight.conv.weight", ".weight")
-}
-
 #[test]
 fn a_full_resnet18_search_step_matches_the_reference_loosely() {
     edmips::link_builtins();
@@ -31,16 +24,7 @@ fn a_full_resnet18_search_step_matches_the_reference_loosely() {
     let cost = registry::build_cost(&cfg.cost).unwrap();
     let params = gold["parameters"].as_array().unwrap();
     assert_eq!(params.len(), 116);
-    for p in params {
-        let name = our_name(p["name"].as_str().unwrap());
-        let var = &net.params().get(&name).unwrap_or_else(|| panic!("no parameter {name}")).var;
-        let n = var.elem_count();
-        let data = match p["rule"].as_str().unwrap() {
-            "det_fill" => det_fill(n, p["seed"].as_u64().unwrap(), p["scale"].as_f64().unwrap()),
-            _ => vec![p["value"].as_f64().unwrap() as f32; n],
-        };
-        var.set(&Tensor::from_vec(data, var.shape(), &dev).unwrap()).unwrap();
-    }
+    load_golden_params(&net, &gold["parameters"]);
     let inp = &gold["input"];
     let shape: Vec<usize> = inp["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
     let xv = det_fill(shape.iter().product(), inp["det_fill_seed"].as_u64().unwrap(), inp["scale"].as_f64().unwrap());

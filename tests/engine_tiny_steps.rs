@@ -12,13 +12,6 @@ use edmips::core::graph::build_network;
 use edmips::core::params::ParamGroup;
 use edmips::{registry, RelaxContext};
 
-fn our_name(reference: &str) -> String {
-    reference
-        .replace(".mix_activ.alpha_activ", ".alpha_activ")
-        .replace(".mix_weight.alpha_weight", ".alpha_weight")
-        .replace(".mix_weight.conv.weight", ".weight")
-}
-
 #[test]
 fn two_search_steps_match_the_reference() {
     edmips::link_builtins();
@@ -27,19 +20,7 @@ fn two_search_steps_match_the_reference() {
     let cfg = registry::build_config(&edmips::PluginSpec::new("mixtiny_w1234a234")).unwrap();
     let net = build_network(&cfg, None, &dev, 0).unwrap();
     let cost = registry::build_cost(&cfg.cost).unwrap();
-    let mut names = std::collections::HashMap::new();
-    for p in gold["parameters"].as_array().unwrap() {
-        let reference = p["name"].as_str().unwrap().to_string();
-        let name = our_name(&reference);
-        let var = &net.params().get(&name).unwrap().var;
-        let n = var.elem_count();
-        let data = match p["rule"].as_str().unwrap() {
-            "det_fill" => edmips::core::init::det_fill(n, p["seed"].as_u64().unwrap(), p["scale"].as_f64().unwrap()),
-            _ => vec![p["value"].as_f64().unwrap() as f32; n],
-        };
-        var.set(&Tensor::from_vec(data, var.shape(), &dev).unwrap()).unwrap();
-        names.insert(name, reference);
-    }
+    let names = load_golden_params(&net, &gold["parameters"]);
     let o = &gold["optim"];
     let group = |g| net.params().group(g).into_iter().map(|p| (p.name.clone(), p.var.clone())).collect();
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();

@@ -20,14 +20,6 @@ fn tiny_search() -> Network {
     build_network(&cfg, None, &Device::Cpu, 7).unwrap()
 }
 
-/// Our parameter name for a reference `named_parameters` key.
-fn our_name(reference: &str) -> String {
-    reference
-        .replace(".mix_activ.alpha_activ", ".alpha_activ")
-        .replace(".mix_weight.alpha_weight", ".alpha_weight")
-        .replace(".mix_weight.conv.weight", ".weight")
-}
-
 /// Mean cross entropy of `logits` `[N, K]` for `targets`.
 fn cross_entropy(logits: &Tensor, targets: &[usize]) -> Tensor {
     let (n, k) = logits.dims2().unwrap();
@@ -66,18 +58,7 @@ fn parameters_follow_the_reference_order_and_groups() {
 fn forward_and_backward_match_the_reference_first_step() {
     let net = tiny_search();
     let gold = load("tiny_search_step.json");
-    let dev = Device::Cpu;
-    for p in gold["parameters"].as_array().unwrap() {
-        let name = our_name(p["name"].as_str().unwrap());
-        let var = &net.params().get(&name).unwrap_or_else(|| panic!("no parameter {name}")).var;
-        let n = var.elem_count();
-        let data = match p["rule"].as_str().unwrap() {
-            "det_fill" => edmips::core::init::det_fill(n, p["seed"].as_u64().unwrap(), p["scale"].as_f64().unwrap()),
-            "const" => vec![p["value"].as_f64().unwrap() as f32; n],
-            r => panic!("unknown rule {r}"),
-        };
-        var.set(&Tensor::from_vec(data, var.shape(), &dev).unwrap()).unwrap();
-    }
+    load_golden_params(&net, &gold["parameters"]);
     let x = candle_tensor(&gold["input"]["x"]);
     let targets: Vec<usize> = gold["target"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as usize).collect();
     let cd = gold["optim"]["cd"].as_f64().unwrap();

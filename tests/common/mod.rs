@@ -87,3 +87,35 @@ pub fn assert_rel(what: &str, got: f64, want: f64, rtol: f64) {
     let err = (got - want).abs() / want.abs().max(f64::MIN_POSITIVE);
     assert!(err <= rtol, "{what}: got {got} want {want} (relative error {err:e} > {rtol:e})");
 }
+
+/// Our parameter name for a reference `named_parameters` key (the reference nests the mixed
+/// conv's logits and weight one level deeper).
+pub fn our_name(reference: &str) -> String {
+    reference
+        .replace(".mix_activ.alpha_activ", ".alpha_activ")
+        .replace(".mix_weight.alpha_weight", ".alpha_weight")
+        .replace(".mix_weight.conv.weight", ".weight")
+}
+
+/// Sets every parameter listed in a golden file's `parameters` (rules `det_fill` and `const`)
+/// and returns the map from our names to the reference's.
+pub fn load_golden_params(
+    net: &edmips::core::graph::Network,
+    params: &Value,
+) -> std::collections::HashMap<String, String> {
+    let mut names = std::collections::HashMap::new();
+    for p in params.as_array().expect("parameters") {
+        let reference = p["name"].as_str().expect("name").to_string();
+        let name = our_name(&reference);
+        let var = &net.params().get(&name).unwrap_or_else(|| panic!("no parameter {name}")).var;
+        let n = var.elem_count();
+        let data = match p["rule"].as_str().expect("rule") {
+            "det_fill" => edmips::core::init::det_fill(n, p["seed"].as_u64().unwrap(), p["scale"].as_f64().unwrap()),
+            "const" => vec![p["value"].as_f64().expect("value") as f32; n],
+            r => panic!("unknown rule {r}"),
+        };
+        var.set(&edmips::core::candle::Tensor::from_vec(data, var.shape(), var.device()).unwrap()).unwrap();
+        names.insert(name, reference);
+    }
+    names
+}
