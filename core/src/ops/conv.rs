@@ -1,4 +1,5 @@
-//! 2-D convolution with per-side zero padding (candle's `conv2d` pads symmetrically only).
+//! 2-D convolution with per-side zero padding (candle's `conv2d` pads symmetrically only). On
+//! CPU it runs our own im2col + GEMM op ([`super::conv_cpu`]); elsewhere candle's convolution.
 
 use candle_core::Tensor;
 
@@ -15,6 +16,9 @@ use crate::error::Result;
 /// is padded explicitly and the trailing rows/columns that no window reads are cropped, which
 /// changes no output and makes both remainders zero.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && w.dtype() == candle_core::DType::F32 {
+        return super::conv_cpu::conv2d_cpu(x, w, stride, pad);
+    }
     let [t, b, l, r] = pad;
     let (_, _, h, wd) = x.dims4()?;
     let (_, _, kh, kw) = w.dims4()?;

@@ -14,6 +14,7 @@
 pub mod avg_pool;
 pub mod batch_norm;
 pub mod conv;
+pub mod conv_cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod max_pool;

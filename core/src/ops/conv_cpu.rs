@@ -1,0 +1,330 @@
+//! A CPU convolution of our own: per-sample im2col and one GEMM (the `gemm` crate candle also
+//! uses), with a backward that computes `dx` (GEMM + col2im) and `dW` (GEMM) directly.
+//!
+//! candle 0.11's CPU conv2d is slow at CNN sizes, and its input gradient goes through a direct
+//! transposed convolution that is slower still; this op replaces both on CPU (other devices keep
+//! candle's convolution). Any stride, per-side zero padding and rectangular kernels are handled
+//! natively. Samples run in parallel; `dW` is accumulated in a fixed number of sample groups and
+//! summed in group order, so results do not depend on the thread count.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+/// Groups the weight gradient is accumulated in (fixed: results are thread-count independent).
+const DW_GROUPS: usize = 8;
+
+/// Geometry of one convolution.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: [usize; 4],
+    oh: usize,
+    ow: usize,
+}
+
+impl Geom {
+    fn ck(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    fn hw_out(&self) -> usize {
+        self.oh * self.ow
+    }
+}
+
+/// `y = conv2d(x, w)` on CPU (f32, contiguous inputs), with gradients to both.
+pub fn conv2d_cpu(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    Ok(x.apply_op2(&w, ConvOp { stride, pad })?)
+}
+
+struct ConvOp {
+    stride: usize,
+    pad: [usize; 4],
+}
+
+struct ConvBwdOp {
+    stride: usize,
+    pad: [usize; 4],
+}
+
+fn geom(xl: &Layout, wl: &Layout, stride: usize, pad: [usize; 4]) -> candle_core::Result<Geom> {
+    let (n, c, h, w) = xl.shape().dims4()?;
+    let (o, ci, kh, kw) = wl.shape().dims4()?;
+    if ci != c {
+        candle_core::bail!("conv: input has {c} channels, kernel expects {ci}");
+    }
+    let (hp, wp) = (h + pad[0] + pad[1], w + pad[2] + pad[3]);
+    if hp < kh || wp < kw || stride == 0 {
+        candle_core::bail!("conv: kernel {kh}x{kw} does not fit the padded input {hp}x{wp}");
+    }
+    Ok(Geom { n, c, h, w, o, kh, kw, stride, pad, oh: (hp - kh) / stride + 1, ow: (wp - kw) / stride + 1 })
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else { candle_core::bail!("conv: {what} must be f32") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("conv: {what} must be contiguous"),
+    }
+}
+
+/// `cols[(c·kh + i)·kw + j][oy·ow + ox] = x[c][oy·s + i - pt][ox·s + j - pl]` (0 outside).
+fn im2col(g: &Geom, x: &[f32], cols: &mut [f32]) {
+    let hw = g.hw_out();
+    for c in 0..g.c {
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let row = &mut cols[((c * g.kh + i) * g.kw + j) * hw..][..hw];
+                for oy in 0..g.oh {
+                    let iy = (oy * g.stride + i) as isize - g.pad[0] as isize;
+                    let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
+                    if iy < 0 || iy >= g.h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &x[(c * g.h + iy as usize) * g.w..][..g.w];
+                    for (ox, d) in dst.iter_mut().enumerate() {
+                        let ix = (ox * g.stride + j) as isize - g.pad[2] as isize;
+                        *d = if ix < 0 || ix >= g.w as isize { 0.0 } else { src[ix as usize] };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: `dx[c][iy][ix] += dcols[...]`.
+fn col2im(g: &Geom, dcols: &[f32], dx: &mut [f32]) {
+    dx.fill(0.0);
+    let hw = g.hw_out();
+    for c in 0..g.c {
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let row = &dcols[((c * g.kh + i) * g.kw + j) * hw..][..hw];
+                for oy in 0..g.oh {
+                    let iy = (oy * g.stride + i) as isize - g.pad[0] as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let dst = &mut dx[(c * g.h + iy as usize) * g.w..][..g.w];
+                    for (ox, &v) in row[oy * g.ow..(oy + 1) * g.ow].iter().enumerate() {
+                        let ix = (ox * g.stride + j) as isize - g.pad[2] as isize;
+                        if ix >= 0 && ix < g.w as isize {
+                            dst[ix as usize] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Row-major `dst[m×n] = (accumulate ? dst : 0) + a[m×k]·b[k×n]`, where `a` and `b` may be
+/// given transposed through their strides.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_rs: isize,
+    a_cs: isize,
+    b: &[f32],
+    b_rs: isize,
+    b_cs: isize,
+) {
+    // SAFETY: the caller's shapes and strides address only elements inside the slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        "edmips-conv2d-cpu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = geom(l1, l2, self.stride, self.pad)?;
+        let (x, w) = (slice(s1, l1, "input")?, slice(s2, l2, "kernel")?);
+        let (ck, hw) = (g.ck(), g.hw_out());
+        let mut y = vec![0f32; g.n * g.o * hw];
+        y.par_chunks_mut(g.o * hw).enumerate().for_each_init(
+            || vec![0f32; ck * hw],
+            |cols, (b, yb)| {
+                im2col(&g, &x[b * g.c * g.h * g.w..][..g.c * g.h * g.w], cols);
+                // y_b[o, hw] = W[o, ck] · cols[ck, hw]
+                matmul(g.o, hw, ck, yb, false, w, ck as isize, 1, cols, hw as isize, 1);
+            },
+        );
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        gy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let gy = gy.contiguous()?;
+        let packed = x.apply_op3_no_bwd(w, &gy, &ConvBwdOp { stride: self.stride, pad: self.pad })?;
+        let nx = x.elem_count();
+        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, nx, w.elem_count())?.reshape(w.shape())?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for ConvBwdOp {
+    fn name(&self) -> &'static str {
+        "edmips-conv2d-cpu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = geom(l1, l2, self.stride, self.pad)?;
+        let (x, w, gy) = (slice(s1, l1, "input")?, slice(s2, l2, "kernel")?, slice(s3, l3, "gradient")?);
+        let (ck, hw, chw) = (g.ck(), g.hw_out(), g.c * g.h * g.w);
+        let nx = g.n * chw;
+        let mut out = vec![0f32; nx + g.o * ck];
+        let (dx, dw) = out.split_at_mut(nx);
+        // dx_b = col2im(Wᵀ[ck, o] · gy_b[o, hw]), independently per sample.
+        dx.par_chunks_mut(chw).enumerate().for_each_init(
+            || vec![0f32; ck * hw],
+            |dcols, (b, dxb)| {
+                matmul(ck, hw, g.o, dcols, false, w, 1, ck as isize, &gy[b * g.o * hw..][..g.o * hw], hw as isize, 1);
+                col2im(&g, dcols, dxb);
+            },
+        );
+        // dW = Σ_b gy_b[o, hw] · cols_bᵀ[hw, ck], in fixed groups of samples.
+        let per = g.n.div_ceil(DW_GROUPS).max(1);
+        let partial: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
+            .into_par_iter()
+            .map(|grp| {
+                let mut acc = vec![0f32; g.o * ck];
+                let mut cols = vec![0f32; ck * hw];
+                for b in grp * per..((grp + 1) * per).min(g.n) {
+                    im2col(&g, &x[b * chw..][..chw], &mut cols);
+                    let gyb = &gy[b * g.o * hw..][..g.o * hw];
+                    matmul(g.o, ck, hw, &mut acc, b > grp * per, gyb, hw as isize, 1, &cols, 1, hw as isize);
+                }
+                acc
+            })
+            .collect();
+        for p in &partial {
+            for (d, v) in dw.iter_mut().zip(p) {
+                *d += v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(nx + g.o * ck)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn grads(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        stride: usize,
+        p: usize,
+        ours: bool,
+    ) -> Vec<Vec<f32>> {
+        let dev = Device::Cpu;
+        let xv = Var::from_vec(x.to_vec(), xs.to_vec(), &dev).unwrap();
+        let wv = Var::from_vec(w.to_vec(), ws.to_vec(), &dev).unwrap();
+        let y = if ours {
+            conv2d_cpu(xv.as_tensor(), wv.as_tensor(), stride, [p; 4]).unwrap()
+        } else {
+            xv.as_tensor().conv2d(wv.as_tensor(), p, stride, 1, 1).unwrap()
+        };
+        let g = Tensor::from_vec(crate::init::det_fill(y.elem_count(), 9, 1.0), y.shape(), &dev).unwrap();
+        let gr = y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        vec![flat(&y), flat(gr.get(xv.as_tensor()).unwrap()), flat(gr.get(wv.as_tensor()).unwrap())]
+    }
+
+    #[test]
+    fn matches_candle_convolution_forward_and_backward() {
+        for (xs, ws, stride, p) in [
+            ([3, 4, 9, 9], [6, 4, 3, 3], 2, 1),
+            ([2, 3, 8, 8], [5, 3, 3, 3], 1, 1),
+            ([2, 8, 7, 7], [4, 8, 1, 1], 2, 0),
+            ([1, 2, 11, 11], [3, 2, 5, 5], 1, 2),
+            ([2, 3, 13, 13], [4, 3, 7, 7], 2, 3),
+        ] {
+            let x = crate::init::det_fill(xs.iter().product(), 1, 1.0);
+            let w = crate::init::det_fill(ws.iter().product(), 2, 0.3);
+            let ours = grads(&x, xs, &w, ws, stride, p, true);
+            let theirs = grads(&x, xs, &w, ws, stride, p, false);
+            for (k, what) in ["y", "dx", "dw"].iter().enumerate() {
+                assert_eq!(ours[k].len(), theirs[k].len(), "{what} size for {xs:?} {ws:?}");
+                let err = ours[k].iter().zip(&theirs[k]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(err < 1e-4, "{what} differs by {err} for {xs:?} {ws:?} s{stride} p{p}");
+            }
+        }
+    }
+
+    #[test]
+    fn weight_gradient_does_not_depend_on_thread_count() {
+        let (xs, ws) = ([13, 3, 10, 10], [4, 3, 3, 3]);
+        let x = crate::init::det_fill(xs.iter().product(), 3, 1.0);
+        let w = crate::init::det_fill(ws.iter().product(), 4, 0.3);
+        let run = |t: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+            pool.install(|| grads(&x, xs, &w, ws, 1, 1, true))
+        };
+        assert_eq!(run(1), run(3));
+    }
+}
