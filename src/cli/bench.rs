@@ -85,9 +85,8 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         }
         BenchWhat::Data { data, arch, workers, batch, max_batches, data_format, json } => {
             let mut cfg = RunConfig::from_arch(arch)?;
-            if data.is_none() && cfg.model.backbone.id == "resnet20" {
-                cfg.model.backbone.params.insert("channels".into(), toml::Value::Integer(1));
-                cfg.model.backbone.params.insert("size".into(), toml::Value::Integer(28));
+            if data.is_none() {
+                super::run_args::fit_embedded_data(&mut cfg);
             }
             let graph = edmips::core::graph::declare_graph(&cfg.model)?;
             let mut o = DataBenchOptions::new(data.clone(), graph.input.clone());

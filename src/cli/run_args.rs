@@ -14,6 +14,15 @@ use edmips::core::engine::{RunConfig, RunOptions};
 /// The configuration the default job (no DATA) searches.
 pub const DEFAULT_ARCH: &str = "mixres20_w1234a234";
 
+/// Fits a configuration to the embedded Fashion-MNIST subset (1-channel 28x28 images):
+/// ResNet-20 is built for that input; other backbones get the images resized by the loader.
+pub fn fit_embedded_data(cfg: &mut RunConfig) {
+    if cfg.model.backbone.id == "resnet20" {
+        cfg.model.backbone.params.insert("channels".into(), toml::Value::Integer(1));
+        cfg.model.backbone.params.insert("size".into(), toml::Value::Integer(28));
+    }
+}
+
 /// Flags common to search and train.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -97,11 +106,7 @@ impl RunArgs {
         let arch = self.arch.clone().unwrap_or_else(|| default_arch.to_string());
         let mut cfg = RunConfig::from_arch(&arch)?;
         if self.default_job() {
-            // The embedded Fashion-MNIST subset: 1-channel 28x28 images, 10 classes.
-            if cfg.model.backbone.id == "resnet20" {
-                cfg.model.backbone.params.insert("channels".into(), toml::Value::Integer(1));
-                cfg.model.backbone.params.insert("size".into(), toml::Value::Integer(28));
-            }
+            fit_embedded_data(&mut cfg);
             cfg.model.num_classes = 10;
             cfg.train.epochs = 2;
             cfg.train.step_epoch = 1;

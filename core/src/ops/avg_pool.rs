@@ -9,7 +9,8 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::pool::{cpu_slice, PoolGeom};
+use super::cpu_slice;
+use super::pool::PoolGeom;
 use crate::error::Result;
 use crate::graph::PoolOpts;
 

@@ -19,7 +19,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, Var};
 use rayon::prelude::*;
 
-use super::pool::cpu_slice;
+use super::cpu_slice;
 
 use crate::error::{Error, Result};
 

@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::cpu_slice;
 use crate::error::Result;
 
 /// Groups the weight gradient is accumulated in (fixed: results are thread-count independent).
@@ -69,14 +70,6 @@ fn geom(xl: &Layout, wl: &Layout, stride: usize, pad: [usize; 4]) -> candle_core
         candle_core::bail!("conv: kernel {kh}x{kw} does not fit the padded input {hp}x{wp}");
     }
     Ok(Geom { n, c, h, w, o, kh, kw, stride, pad, oh: (hp - kh) / stride + 1, ow: (wp - kw) / stride + 1 })
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else { candle_core::bail!("conv: {what} must be f32") };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("conv: {what} must be contiguous"),
-    }
 }
 
 /// `cols[(c·kh + i)·kw + j][oy·ow + ox] = x[c][oy·s + i - pt][ox·s + j - pl]` (0 outside).
@@ -185,7 +178,7 @@ impl CustomOp2 for ConvOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = geom(l1, l2, self.stride, self.pad)?;
-        let (x, w) = (slice(s1, l1, "input")?, slice(s2, l2, "kernel")?);
+        let (x, w) = (cpu_slice(s1, l1, "conv input")?, cpu_slice(s2, l2, "conv kernel")?);
         let (ck, hw) = (g.ck(), g.hw_out());
         let mut y = vec![0f32; g.n * g.o * hw];
         y.par_chunks_mut(g.o * hw).enumerate().for_each_init(
@@ -230,7 +223,8 @@ impl CustomOp3 for ConvBwdOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = geom(l1, l2, self.stride, self.pad)?;
-        let (x, w, gy) = (slice(s1, l1, "input")?, slice(s2, l2, "kernel")?, slice(s3, l3, "gradient")?);
+        let (x, w, gy) =
+            (cpu_slice(s1, l1, "conv input")?, cpu_slice(s2, l2, "conv kernel")?, cpu_slice(s3, l3, "conv gradient")?);
         let (ck, hw, chw) = (g.ck(), g.hw_out(), g.c * g.h * g.w);
         let nx = g.n * chw;
         let mut out = vec![0f32; nx + g.o * ck];

@@ -7,7 +7,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::pool::{cpu_slice, PoolGeom};
+use super::cpu_slice;
+use super::pool::PoolGeom;
 use crate::error::Result;
 use crate::graph::PoolOpts;
 

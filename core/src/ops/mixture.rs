@@ -26,6 +26,7 @@ use std::marker::PhantomData;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_slice;
 use crate::error::{Error, Result};
 
 /// Most branches a mixture may have (the CUDA kernel keeps one accumulator per branch).
@@ -90,16 +91,6 @@ struct MixtureBwdOp<Q> {
     _q: PhantomData<fn() -> Q>,
 }
 
-fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("mixture op: {what} must be f32, got {:?}", candle_core::backend::BackendStorage::dtype(s))
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("mixture op: {what} must be contiguous"),
-    }
-}
-
 /// CPU forward kernel over plain slices (public for benchmarks and tests).
 pub fn cpu_forward<Q: ElementQuantizer>(x: &[f32], probs: &[f32], params: &[f32], out: &mut [f32]) {
     let k = probs.len();
@@ -162,8 +153,8 @@ impl<Q: ElementQuantizer> CustomOp2 for MixtureOp<Q> {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = cpu_f32(s1, l1, "x")?;
-        let pp = cpu_f32(s2, l2, "weights")?;
+        let x = cpu_slice(s1, l1, "mixture op x")?;
+        let pp = cpu_slice(s2, l2, "mixture op weights")?;
         let (probs, params) = pp.split_at(self.k);
         let mut out = vec![0f32; x.len()];
         cpu_forward::<Q>(x, probs, params, &mut out);
@@ -212,9 +203,9 @@ impl<Q: ElementQuantizer> CustomOp3 for MixtureBwdOp<Q> {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = cpu_f32(s1, l1, "x")?;
-        let pp = cpu_f32(s2, l2, "weights")?;
-        let g = cpu_f32(s3, l3, "gradient")?;
+        let x = cpu_slice(s1, l1, "mixture op x")?;
+        let pp = cpu_slice(s2, l2, "mixture op weights")?;
+        let g = cpu_slice(s3, l3, "mixture op gradient")?;
         let (probs, params) = pp.split_at(self.k);
         let n = x.len();
         let mut out = vec![0f32; n + self.k];

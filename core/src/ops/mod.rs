@@ -21,3 +21,16 @@ pub mod max_pool;
 pub mod mixture;
 pub mod pool;
 pub mod stats;
+
+use candle_core::{CpuStorage, Layout};
+
+/// The contiguous f32 slice of a CPU storage, or an error naming the op.
+pub(crate) fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{what}: expected f32 storage, got {:?}", candle_core::backend::BackendStorage::dtype(s))
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{what}: input must be contiguous"),
+    }
+}

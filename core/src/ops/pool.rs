@@ -18,7 +18,7 @@
 //! windows that contain it in ascending output order, on the CPU (per-plane scatter) and on the
 //! GPU (per-element gather) alike.
 
-use candle_core::{CpuStorage, Layout, Tensor};
+use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::graph::PoolOpts;
@@ -101,17 +101,6 @@ impl PoolGeom {
     /// Elements per output plane.
     pub fn out_plane(&self) -> usize {
         self.oh * self.ow
-    }
-}
-
-/// The contiguous f32 slice of a CPU storage, or an error naming the op.
-pub(crate) fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{what}: expected f32 storage, got {:?}", candle_core::backend::BackendStorage::dtype(s))
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{what}: input must be contiguous"),
     }
 }
 
