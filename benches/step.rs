@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use edmips::core::candle::Device;
-use edmips::core::engine::bench::StepRunner;
-use edmips::core::engine::RunConfig;
+use edmips::engine::bench::StepRunner;
+use edmips::engine::RunConfig;
 
 fn steps(c: &mut Criterion) {
     edmips::link_builtins();
@@ -17,7 +17,7 @@ fn steps(c: &mut Criterion) {
     for (arch, batch) in
         [("mixtiny_w1234a234", 32), ("quanttiny_cfg", 32), ("mixres20_w1234a234", 32), ("quantres20_2w2a", 32)]
     {
-        let cfg = RunConfig::from_arch(arch).expect("registered configuration");
+        let cfg = RunConfig::named(arch).expect("registered configuration");
         let mut runner = StepRunner::new(&cfg, batch, &Device::Cpu).expect("network");
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(format!("{arch}/b{batch}"), |b| b.iter(|| runner.step().expect("step")));

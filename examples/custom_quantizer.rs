@@ -25,15 +25,7 @@ struct UniformElement;
 impl ElementQuantizer for UniformElement {
     const NAME: &'static str = "example_uniform_act";
     const PARAMS: usize = 2;
-    const CUDA_SOURCE: &'static str = r#"
-__device__ __forceinline__ float edmips_q(float x, const float* p) {
-    float c = x < 0.0f ? 0.0f : (x > p[1] ? p[1] : x);
-    return __fmul_rn(rintf(__fdiv_rn(c, p[0])), p[0]);
-}
-__device__ __forceinline__ float edmips_ste(float x, const float* p) {
-    return (x >= 0.0f && x <= p[1]) ? 1.0f : 0.0f;
-}
-"#;
+    const CUDA_SOURCE: &'static str = include_str!("custom_quantizer.cu");
     fn q(x: f32, p: &[f32]) -> f32 {
         (x.clamp(0.0, p[1]) / p[0]).round_ties_even() * p[0]
     }

@@ -65,7 +65,7 @@ mod gpu {
     /// Compiles every registered CUDA source (ours and any linked plugin's) with NVRTC.
     pub fn nvrtc_compiles_every_kernel() -> Result<(), String> {
         edmips::link_builtins();
-        let sources = edmips::core::ops::mixture::kernel_sources();
+        let sources = edmips::core::ops::kernels::kernel_sources();
         let names: Vec<&str> = sources.iter().map(|s| s.name).collect();
         for required in ["gauss", "hwgq"] {
             if !names.contains(&required) {
@@ -125,7 +125,7 @@ mod gpu {
             let x = Tensor::from_vec(det_fill(4 * 3 * 16 * 16, 30, 1.0), (4, 3, 16, 16), d).unwrap();
             let y = Tensor::new(&[1u32, 3, 5, 7], d).unwrap();
             let f = net.forward(&x, true, &Default::default()).unwrap();
-            let loss = edmips::core::engine::trainer::cross_entropy(&f.logits, &y).unwrap();
+            let loss = edmips::engine::step::cross_entropy(&f.logits, &y).unwrap();
             let grads = loss.backward().unwrap();
             let h = |t: &Tensor| t.flatten_all().unwrap().to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
             let mut gs = Vec::new();

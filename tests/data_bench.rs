@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use edmips_core::data::{bench_data, DataBenchOptions};
+use edmips::data::{bench_data, DataBenchOptions};
 use edmips_core::InputSpec;
 
 #[test]

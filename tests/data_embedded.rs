@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
+use edmips::data::{self, embedded, DataOptions, Loader, LoaderConfig};
 use edmips_core::candle::Device;
-use edmips_core::data::{self, embedded, DataOptions, Loader, LoaderConfig};
 use edmips_core::InputSpec;
 
 fn fashion_dir() -> PathBuf {
@@ -33,7 +33,7 @@ fn embedded_subset_is_balanced_and_the_right_size() {
     let img = ds.train.decode(0, 1).unwrap();
     assert_eq!((img.width, img.height, img.channels), (28, 28, 1));
     // The asset directory is itself an IDX data set.
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("core/assets/fashion-mnist-subset");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/data/assets/fashion-mnist-subset");
     let on_disk = data::open(&dir, &DataOptions::default()).unwrap();
     assert_eq!(on_disk.classes, ds.classes);
     assert_eq!(on_disk.train.labels(), ds.train.labels());
@@ -70,11 +70,11 @@ fn embedded_subset_equals_what_the_generator_makes() {
     assert!(generated == embedded, "the embedded asset differs from the generator's output: regenerate it");
 }
 
-/// Rebuilds `core/assets/fashion-mnist-subset/` from `../shared/data/fashion-mnist`:
+/// Rebuilds `src/data/assets/fashion-mnist-subset/` from `../shared/data/fashion-mnist`:
 /// `cargo test --test data_embedded -- --ignored regenerate`.
 #[test]
 #[ignore]
 fn regenerate_embedded_fashion_mnist_subset() {
-    let dst = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("core/assets/fashion-mnist-subset");
+    let dst = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/data/assets/fashion-mnist-subset");
     embedded::write_assets(&fashion_dir(), &dst).unwrap();
 }

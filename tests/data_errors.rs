@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use edmips::data::{self, DataFormat, DataOptions, Loader, LoaderConfig};
 use edmips_core::candle::Device;
-use edmips_core::data::{self, DataFormat, DataOptions, Loader, LoaderConfig};
 use edmips_core::InputSpec;
 
 /// A temporary directory removed on drop.

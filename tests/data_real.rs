@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use edmips::data::{self, DataFormat, DataOptions, Loader, LoaderConfig};
 use edmips_core::candle::Device;
-use edmips_core::data::{self, DataFormat, DataOptions, Loader, LoaderConfig};
 use edmips_core::InputSpec;
 
 fn shared_data() -> PathBuf {

@@ -6,11 +6,10 @@ mod common;
 
 use common::*;
 use edmips::core::candle::{Device, Tensor};
-use edmips::core::engine::optim::Sgd;
-use edmips::core::engine::trainer::{complexity, cross_entropy};
 use edmips::core::graph::build_network;
 use edmips::core::init::det_fill;
 use edmips::core::params::ParamGroup;
+use edmips::engine::step::{apply_update, cross_entropy, step_loss, Optimizers, SgdParams};
 use edmips::{registry, RelaxContext};
 
 #[test]
@@ -35,30 +34,22 @@ fn a_full_resnet18_search_step_matches_the_reference_loosely() {
     let y = Tensor::new(y.as_slice(), &dev).unwrap();
     let o = &gold["optim"];
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
-    let group = |g| net.params().group(g).into_iter().map(|p| (p.name.clone(), p.var.clone())).collect();
-    let mut wopt = Sgd::new(
-        group(ParamGroup::Weight),
-        f(&o["weights"], "lr"),
-        f(&o["weights"], "momentum"),
-        f(&o["weights"], "weight_decay"),
-    );
-    let mut aopt = Sgd::new(
-        group(ParamGroup::Arch),
-        f(&o["alphas"], "lr"),
-        f(&o["alphas"], "momentum"),
-        f(&o["alphas"], "weight_decay"),
-    );
+    let sgd = |v: &serde_json::Value| SgdParams {
+        lr: f(v, "lr"),
+        momentum: f(v, "momentum"),
+        weight_decay: f(v, "weight_decay"),
+    };
+    let mut optim = Optimizers::new(&net, sgd(&o["weights"]), Some(sgd(&o["alphas"])));
     let cd = f(o, "cd");
     let scalar = |t: &Tensor| t.to_scalar::<f32>().unwrap() as f64;
     let flat = |v: &serde_json::Value| v.as_array().unwrap().iter().flat_map(f32s).collect::<Vec<f32>>();
 
     // Step 0: forward, loss, complexity gradient, update.
     let s0 = &gold["steps"][0];
-    let fwd = net.forward(&x, true, &RelaxContext::default()).unwrap();
-    let ce = cross_entropy(&fwd.logits, &y).unwrap();
-    let comp = complexity(&net, cost.as_ref(), &fwd).unwrap().unwrap();
+    let step = step_loss(&net, cost.as_ref(), &x, &y, &RelaxContext::train(0, 0, 0), cd).unwrap();
+    let (fwd, ce, comp) = (&step.fwd, &step.ce, step.complexity.clone().unwrap());
     assert_rel("complexity", scalar(&comp), s0["complexity_loss"].as_f64().unwrap(), 1e-6);
-    assert!((scalar(&ce) - s0["ce"].as_f64().unwrap()).abs() < 0.12, "ce {} vs {}", scalar(&ce), s0["ce"]);
+    assert!((scalar(ce) - s0["ce"].as_f64().unwrap()).abs() < 0.12, "ce {} vs {}", scalar(ce), s0["ce"]);
     assert_close("step 0 logits", &host(&fwd.logits), &f32s(&s0["logits"]["data"]), 0.25);
     for (i, tol) in [(0, 2e-5), (1, 2e-4)] {
         let v = host(&fwd.layer_outputs[i]);
@@ -87,14 +78,11 @@ fn a_full_resnet18_search_step_matches_the_reference_loosely() {
         &flat(&s0["grad_alpha_weight_complexity_part"]),
         1e-7,
     );
-    let loss = ce.add(&comp.affine(cd, 0.0).unwrap()).unwrap();
-    let grads = loss.backward().unwrap();
-    wopt.step(&grads).unwrap();
-    aopt.step(&grads).unwrap();
+    apply_update(step, &mut optim).unwrap();
 
     // Step 1: the forward after the update.
     let s1 = &gold["steps"][1];
-    let fwd = net.forward(&x, true, &RelaxContext::default()).unwrap();
+    let fwd = net.forward(&x, true, &RelaxContext::train(0, 1, 0)).unwrap();
     let ce = cross_entropy(&fwd.logits, &y).unwrap();
     assert!((scalar(&ce) - s1["ce"].as_f64().unwrap()).abs() < 0.15, "step 1 ce {} vs {}", scalar(&ce), s1["ce"]);
     assert_close("step 1 logits", &host(&fwd.logits), &f32s(&s1["logits"]["data"]), 0.6);

@@ -7,12 +7,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use edmips::core::candle::{Device, Tensor};
-use edmips::core::engine::checkpoint;
-use edmips::core::engine::{run, RunConfig, RunKind, RunOptions};
+use edmips::engine::checkpoint;
+use edmips::engine::{run, RunConfig, RunKind, RunOptions};
 
 fn cfg(epochs: usize) -> RunConfig {
     edmips::link_builtins();
-    let mut c = RunConfig::from_arch("mixtiny_w1234a234").unwrap();
+    let mut c = RunConfig::named("mixtiny_w1234a234").unwrap();
     c.model.num_classes = 10;
     let t = &mut c.train;
     t.epochs = epochs;
@@ -117,10 +117,10 @@ fn resume_is_bitwise_exact_at_epoch_boundaries_and_mid_epoch() {
         .iter()
         .map(|l| (l["wbit"].as_u64().unwrap(), l["abit"].as_u64().unwrap()))
         .collect();
-    let mut tc = RunConfig::from_arch("quanttiny_cfg").unwrap();
+    let mut tc = RunConfig::named("quanttiny_cfg").unwrap();
     tc.model.num_classes = 10;
     tc.train = cfg(1).train;
-    let net = edmips::core::engine::trainer::build_run_network(&tc, Some(&a.join("arch.json")), &Device::Cpu).unwrap();
+    let net = edmips::engine::trainer::build_run_network(&tc, Some(&a.join("arch.json")), &Device::Cpu).unwrap();
     let chosen: Vec<(u64, u64)> = net.chosen_bits().unwrap().into_iter().map(|(w, a)| (w as u64, a as u64)).collect();
     assert_eq!(chosen, bits);
 

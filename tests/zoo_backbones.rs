@@ -43,7 +43,7 @@ fn config(name: &str) -> ModelConfig {
 /// backward at batch `n`; returns the seconds forward + backward took.
 fn run(cfg: &ModelConfig, n: usize, weights: usize, layers: usize) -> f64 {
     let net = build_network(cfg, None, &Device::Cpu, 3).unwrap();
-    assert_eq!(net.layers().len(), layers, "{}: searchable layers", cfg.backbone.id);
+    assert_eq!(net.searchable_layers().len(), layers, "{}: searchable layers", cfg.backbone.id);
     let count = |g: ParamGroup| net.params().group(g).iter().map(|p| p.var.elem_count()).sum::<usize>();
     assert_eq!(count(ParamGroup::Weight), weights, "{}: weight count", cfg.backbone.id);
     assert_eq!(count(ParamGroup::Arch), 7 * layers, "{}: logit count", cfg.backbone.id);
@@ -102,8 +102,8 @@ fn resnet20_forward_backward_rgb_and_grayscale() {
     run(&cfg, 2, 272_890, 20);
     let g = edmips::core::graph::declare_graph(&cfg).unwrap();
     assert_eq!((g.input.channels, g.input.size, g.input.mean.clone()), (1, 28, vec![0.2860]));
-    assert_eq!(g.layers()[15].name, "layer3.0.downsample.0");
-    assert_eq!(g.layers()[19].name, "layer3.2.conv2");
+    assert_eq!(g.searchable_layers()[15].name, "layer3.0.downsample.0");
+    assert_eq!(g.searchable_layers()[19].name, "layer3.2.conv2");
     cfg.backbone.params.insert("channels".into(), 2.into());
     let e = edmips::core::graph::declare_graph(&cfg).unwrap_err().to_string();
     assert!(e.contains("channels") && e.contains("must be 1 or 3"), "{e}");

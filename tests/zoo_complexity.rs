@@ -24,11 +24,11 @@ fn config(name: &str) -> edmips::ModelConfig {
 fn complexity(net: &Network) -> (f64, Vec<(Vec<f32>, Vec<f32>)>) {
     let dists = net.distributions(&RelaxContext::default()).unwrap();
     let costs: Vec<Tensor> =
-        net.layers().iter().zip(&dists).map(|(l, (a, w))| BitOps.layer_cost(l, a, w).unwrap()).collect();
-    let c = BitOps.network_cost(net.layers(), &costs).unwrap();
+        net.searchable_layers().iter().zip(&dists).map(|(l, (a, w))| BitOps.layer_cost(l, a, w).unwrap()).collect();
+    let c = BitOps.network_cost(net.searchable_layers(), &costs).unwrap();
     let grads = c.backward().unwrap();
     let g = net
-        .layers()
+        .searchable_layers()
         .iter()
         .map(|l| {
             let get = |k: &str| {
@@ -42,7 +42,7 @@ fn complexity(net: &Network) -> (f64, Vec<(Vec<f32>, Vec<f32>)>) {
 }
 
 fn set_logits(net: &Network, gold: &Value) {
-    for (i, l) in net.layers().iter().enumerate() {
+    for (i, l) in net.searchable_layers().iter().enumerate() {
         for key in ["alpha_activ", "alpha_weight"] {
             let v = &net.params().get(&format!("{}.{key}", l.name)).unwrap().var;
             let data = f32s(&gold[key][i]);
@@ -83,7 +83,7 @@ fn check_network(file: &str, prefix: &str) {
     let gold = load(file);
     let mix = config(&format!("mix{prefix}_w1234a234"));
     let graph = declare_graph(&mix).unwrap();
-    let layers = graph.layers();
+    let layers = graph.searchable_layers();
 
     // Per-layer sizes and shapes.
     let gl = gold["layers"].as_array().unwrap();
@@ -211,8 +211,8 @@ fn pretrained_configurations_reproduce_the_readme_bits() {
     ] {
         let cfg = config(name);
         let g = declare_graph(&cfg).unwrap();
-        let LayerMode::Fixed(p) = resolve_mode(&cfg, name, g.layers(), None).unwrap() else { panic!() };
-        let bit = BitOps::totals(g.layers(), &bits(&p)).normalized_bit();
+        let LayerMode::Fixed(p) = resolve_mode(&cfg, name, g.searchable_layers(), None).unwrap() else { panic!() };
+        let bit = BitOps::totals(g.searchable_layers(), &bits(&p)).normalized_bit();
         assert!((bit - want).abs() < 5e-4, "{name}: {bit}");
     }
 }
@@ -225,7 +225,7 @@ fn every_named_configuration_resolves() {
     for n in &names {
         let cfg = config(n);
         let g = declare_graph(&cfg).unwrap_or_else(|e| panic!("{n}: {e}"));
-        let arch = vec![(2, 2); g.layers().len()];
-        resolve_mode(&cfg, n, g.layers(), Some(&arch)).unwrap_or_else(|e| panic!("{n}: {e}"));
+        let arch = vec![(2, 2); g.searchable_layers().len()];
+        resolve_mode(&cfg, n, g.searchable_layers(), Some(&arch)).unwrap_or_else(|e| panic!("{n}: {e}"));
     }
 }

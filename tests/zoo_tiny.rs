@@ -43,7 +43,7 @@ fn parameters_follow_the_reference_order_and_groups() {
     let want: Vec<String> =
         gold["parameters"].as_array().unwrap().iter().map(|p| our_name(p["name"].as_str().unwrap())).collect();
     assert_eq!(trainable, want);
-    let layers: Vec<&str> = net.layers().iter().map(|l| l.name.as_str()).collect();
+    let layers: Vec<&str> = net.searchable_layers().iter().map(|l| l.name.as_str()).collect();
     let want_layers: Vec<&str> =
         gold["searchable_layers_in_order"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(layers, want_layers);
@@ -79,8 +79,8 @@ fn forward_and_backward_match_the_reference_first_step() {
     let ce = cross_entropy(&f.logits, &targets);
     assert_rel("ce", ce.to_scalar::<f32>().unwrap() as f64, step["ce"].as_f64().unwrap(), 1e-5);
     let costs: Vec<Tensor> =
-        net.layers().iter().zip(&f.dists).map(|(l, (a, w))| BitOps.layer_cost(l, a, w).unwrap()).collect();
-    let complexity = BitOps.network_cost(net.layers(), &costs).unwrap();
+        net.searchable_layers().iter().zip(&f.dists).map(|(l, (a, w))| BitOps.layer_cost(l, a, w).unwrap()).collect();
+    let complexity = BitOps.network_cost(net.searchable_layers(), &costs).unwrap();
     assert_rel(
         "complexity",
         complexity.to_scalar::<f32>().unwrap() as f64,
@@ -104,7 +104,7 @@ fn forward_and_backward_match_the_reference_first_step() {
         checked += 1;
     }
     assert!(checked > 20);
-    for (i, m) in net.layers().iter().enumerate() {
+    for (i, m) in net.searchable_layers().iter().enumerate() {
         let a = &net.params().get(&format!("{}.alpha_activ", m.name)).unwrap().var;
         let w = &net.params().get(&format!("{}.alpha_weight", m.name)).unwrap().var;
         assert_close(
@@ -178,7 +178,7 @@ fn a_wrong_input_size_names_the_expected_size() {
 #[test]
 fn arch_files_are_parsed_and_checked() {
     let net = tiny_search();
-    let layers = net.layers();
+    let layers = net.searchable_layers();
     let p = Path::new("arch.json");
     let bits = vec![(2, 3), (1, 2), (4, 4), (3, 2), (2, 2)];
     // The object form round-trips.

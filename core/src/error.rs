@@ -101,6 +101,10 @@ pub enum Error {
         message: String,
     },
 
+    /// A loss, metric or parameter is NaN or infinite; the message names which and its value.
+    #[error("non-finite {0}")]
+    NonFinite(String),
+
     /// A CUDA-specific failure (kernel compilation, launch).
     #[error("cuda: {0}")]
     Cuda(String),

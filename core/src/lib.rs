@@ -30,8 +30,6 @@
 
 pub mod arch_file;
 pub mod config;
-pub mod data;
-pub mod engine;
 pub mod error;
 pub mod graph;
 pub mod init;

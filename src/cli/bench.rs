@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
+use crate::data::{bench_data, DataBenchOptions, DataFormat, DataOptions};
+use crate::engine::bench::bench_step;
+use crate::engine::trainer::parse_device;
+use crate::engine::RunConfig;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use edmips::core::data::{bench_data, DataBenchOptions, DataFormat, DataOptions};
-use edmips::core::engine::bench::bench_step;
-use edmips::core::engine::trainer::parse_device;
-use edmips::core::engine::RunConfig;
 
 /// Arguments of `edmips bench`.
 #[derive(Args, Debug)]
@@ -71,7 +71,7 @@ enum BenchWhat {
 pub fn run_bench(args: &BenchArgs) -> Result<()> {
     match &args.what {
         BenchWhat::Step { arch, batch, iters, warmup, device, set, json } => {
-            let cfg = RunConfig::from_arch(arch)?.with_overrides(set)?;
+            let cfg = RunConfig::named(arch)?.with_overrides(set)?;
             let dev = parse_device(device)?;
             let r = bench_step(&cfg, *batch, *iters, *warmup, &dev)?;
             if *json {
@@ -79,16 +79,16 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
             } else {
                 println!(
                     "{} ({}) batch {} on {}: median {:.1} ms (min {:.1}, max {:.1}) over {} steps = {:.1} images/s",
-                    r.arch, r.kind, r.batch, r.device, r.median_ms, r.min_ms, r.max_ms, r.iters, r.images_per_s
+                    r.config, r.kind, r.batch, r.device, r.median_ms, r.min_ms, r.max_ms, r.iters, r.images_per_s
                 );
             }
         }
         BenchWhat::Data { data, arch, workers, batch, max_batches, data_format, json } => {
-            let mut cfg = RunConfig::from_arch(arch)?;
+            let mut cfg = RunConfig::named(arch)?;
             if data.is_none() {
                 super::run_args::fit_embedded_data(&mut cfg);
             }
-            let graph = edmips::core::graph::declare_graph(&cfg.model)?;
+            let graph = edmips_core::graph::declare_graph(&cfg.model)?;
             let mut o = DataBenchOptions::new(data.clone(), graph.input.clone());
             o.data = DataOptions { format: *data_format, skip_bad: false };
             o.workers = *workers;

@@ -12,11 +12,11 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use edmips::core::arch_file::load_arch_file_checked;
-use edmips::core::candle::{Device, Tensor};
-use edmips::core::graph::{declare_graph, resolve_mode, LayerMode};
-use edmips::core::{CostSummary, FixedBits, LayerBits, QuantMode};
-use edmips::{registry, BitDistribution, LayerInfo, PluginSpec, RelaxContext};
+use edmips_core::arch_file::load_arch_file_checked;
+use edmips_core::candle::{Device, Tensor};
+use edmips_core::graph::{declare_graph, resolve_mode, LayerMode};
+use edmips_core::{registry, BitDistribution, LayerInfo, PluginSpec, RelaxContext};
+use edmips_core::{CostSummary, FixedBits, LayerBits, QuantMode};
 use serde_json::{json, Value};
 
 /// Arguments of `edmips inspect`.
@@ -45,7 +45,7 @@ struct Totals {
 pub fn run(args: &InspectArgs) -> Result<()> {
     let cfg = registry::build_config(&PluginSpec::new(&args.arch))?;
     let graph = declare_graph(&cfg)?;
-    let layers = graph.layers();
+    let layers = graph.searchable_layers();
     let cost = registry::build_cost(&cfg.cost)?;
 
     let arch = match (&cfg.mode, &args.ac) {
@@ -68,7 +68,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             let (a, w) = (dist(abits)?, dist(wbits)?);
             let ea = a.expected()?.to_scalar::<f32>()? as f64;
             let ew = w.expected()?.to_scalar::<f32>()? as f64;
-            let costs = layers.iter().map(|l| cost.layer_cost(l, &a, &w)).collect::<edmips::Result<Vec<_>>>()?;
+            let costs = layers.iter().map(|l| cost.layer_cost(l, &a, &w)).collect::<crate::Result<Vec<_>>>()?;
             let loss = cost.network_cost(layers, &costs)?.to_scalar::<f32>()? as f64;
             let lb = vec![LayerBits { wbit: ew, abit: ea }; layers.len()];
             let summary = cost.summarize(layers, &lb);

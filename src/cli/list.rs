@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use edmips::registry::{self, EntryInfo, PluginKind};
+use edmips_core::registry::{self, EntryInfo, PluginKind};
 
 /// Arguments of `edmips list`.
 #[derive(Args, Debug)]

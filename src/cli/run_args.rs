@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::data::DataFormat;
+use crate::engine::{RunConfig, RunOptions};
 use anyhow::{Context, Result};
 use clap::Args;
-use edmips::core::data::DataFormat;
-use edmips::core::engine::{RunConfig, RunOptions};
 
 /// The configuration the default job (no DATA) searches.
 pub const DEFAULT_ARCH: &str = "mixres20_w1234a234";
@@ -104,7 +104,7 @@ impl RunArgs {
     /// `extra` applies command-specific flags.
     pub fn resolve(&self, default_arch: &str, extra: impl FnOnce(&mut RunConfig)) -> Result<RunConfig> {
         let arch = self.arch.clone().unwrap_or_else(|| default_arch.to_string());
-        let mut cfg = RunConfig::from_arch(&arch)?;
+        let mut cfg = RunConfig::named(&arch)?;
         if self.default_job() {
             fit_embedded_data(&mut cfg);
             cfg.model.num_classes = 10;
@@ -155,9 +155,9 @@ impl RunArgs {
             (Some(o), _) => o.clone(),
             // Resuming continues in the checkpoint's folder.
             (None, Some(r)) => r.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")),
-            (None, None) => PathBuf::from("runs").join(format!("{}-{}", cfg.arch, utc_timestamp())),
+            (None, None) => PathBuf::from("runs").join(format!("{}-{}", cfg.config_name, utc_timestamp())),
         };
-        let device = edmips::core::engine::trainer::parse_device(&self.device)?;
+        let device = crate::engine::trainer::parse_device(&self.device)?;
         Ok(RunOptions {
             out,
             device,

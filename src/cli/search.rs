@@ -1,8 +1,8 @@
 //! `edmips search`: mixed-precision search (the reference's `search.py`).
 
+use crate::engine::{run, RunKind};
 use anyhow::Result;
 use clap::Args;
-use edmips::core::engine::{run, RunKind};
 
 use super::run_args::{RunArgs, DEFAULT_ARCH};
 
@@ -39,7 +39,7 @@ pub fn run_search(args: &SearchArgs) -> Result<()> {
     })?;
     let opts = args.run.options(&cfg, None)?;
     let out = opts.out.clone();
-    let arch = cfg.arch.clone();
+    let arch = cfg.config_name.clone();
     let summary = run(RunKind::Search, cfg.clone(), opts)?;
     if summary.interrupted || args.run.evaluate {
         return Ok(());

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::engine::{run, RunKind};
 use anyhow::Result;
 use clap::Args;
-use edmips::core::engine::{run, RunKind};
 
 use super::run_args::RunArgs;
 

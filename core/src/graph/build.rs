@@ -80,7 +80,7 @@ pub fn resolve_mode(
 /// `(wbit, abit)` list of an architecture file, needed by `Fixed { ArchFile }` configurations).
 pub fn build_network(cfg: &ModelConfig, arch: Option<&[(u32, u32)]>, device: &Device, seed: u64) -> Result<Network> {
     let graph = declare_graph(cfg)?;
-    let mode = resolve_mode(cfg, &cfg.backbone.id, &graph.layers, arch)?;
+    let mode = resolve_mode(cfg, &cfg.backbone.id, &graph.searchable, arch)?;
     let setup = NetworkSetup {
         mode,
         act_quantizer: Arc::from(registry::build_quantizer(&cfg.act_quantizer)?),

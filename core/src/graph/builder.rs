@@ -124,9 +124,9 @@ pub enum NodeOp {
         /// Initialisation.
         init: InitScheme,
     },
-    /// A quantizable convolution without bias: searchable layer `layer` of [`Graph::layers`].
+    /// A quantizable convolution without bias: searchable layer `layer` of [`Graph::searchable_layers`].
     QuantConv {
-        /// Index into [`Graph::layers`].
+        /// Index into [`Graph::searchable_layers`].
         layer: usize,
         /// Initialisation.
         init: InitScheme,
@@ -186,13 +186,13 @@ pub struct Graph {
     /// The output node.
     pub output: usize,
     /// The searchable (quantizable) convolutions, in declaration order.
-    pub layers: Vec<LayerInfo>,
+    pub searchable: Vec<LayerInfo>,
 }
 
 impl Graph {
     /// The searchable layers in declaration order.
-    pub fn layers(&self) -> &[LayerInfo] {
-        &self.layers
+    pub fn searchable_layers(&self) -> &[LayerInfo] {
+        &self.searchable
     }
 }
 
@@ -224,7 +224,7 @@ impl NetBuilder {
                 num_classes,
                 nodes: vec![Node { op: NodeOp::Input, inputs: vec![], shape }],
                 output: 0,
-                layers: vec![],
+                searchable: vec![],
             },
             init: InitScheme::HeFanOut,
             bn: BnOpts::default(),
@@ -316,8 +316,8 @@ impl NetBuilder {
         pad: Pad,
     ) -> Result<NodeId> {
         let (c, h, w, oh, ow) = self.conv_shape(name, x, kernel, stride, pad)?;
-        let index = self.graph.layers.len();
-        self.graph.layers.push(LayerInfo {
+        let index = self.graph.searchable.len();
+        self.graph.searchable.push(LayerInfo {
             index,
             name: name.to_string(),
             kind: LayerKind::Conv2d,

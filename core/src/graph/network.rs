@@ -169,11 +169,11 @@ impl Network {
     /// against the quantizers; an unsupported bit width is an error naming the layer.
     pub fn new(graph: Graph, setup: NetworkSetup, device: &Device, seed: u64) -> Result<Self> {
         let NetworkSetup { mode, act_quantizer, weight_quantizer, relaxation } = setup;
-        validate_mode(&mode, &graph.layers, act_quantizer.as_ref(), weight_quantizer.as_ref())?;
+        validate_mode(&mode, &graph.searchable, act_quantizer.as_ref(), weight_quantizer.as_ref())?;
         let mut rng = Rng::new(seed);
         let mut params = ParamStore::new();
         let mut runtime = Vec::with_capacity(graph.nodes.len());
-        let mut layer_nodes = vec![usize::MAX; graph.layers.len()];
+        let mut layer_nodes = vec![usize::MAX; graph.searchable.len()];
         let mut uses = vec![0usize; graph.nodes.len()];
         for n in &graph.nodes {
             for &i in &n.inputs {
@@ -202,7 +202,7 @@ impl Network {
                 }
                 NodeOp::QuantConv { layer, init } => {
                     let info = graph
-                        .layers
+                        .searchable
                         .get(*layer)
                         .ok_or_else(|| {
                             Error::msg(format!("node {ni}: quantizable conv refers to missing layer {layer}"))
@@ -421,8 +421,8 @@ impl Network {
     }
 
     /// The searchable layers, in declaration order.
-    pub fn layers(&self) -> &[LayerInfo] {
-        &self.graph.layers
+    pub fn searchable_layers(&self) -> &[LayerInfo] {
+        &self.graph.searchable
     }
 
     /// Every tensor by name, in declaration order.
@@ -446,7 +446,9 @@ impl Network {
         match &self.mode {
             LayerMode::Search { .. } => self.mixed_layers().map(|m| m.chosen_bits()).collect(),
             LayerMode::Fixed(b) => Ok(b.clone()),
-            LayerMode::FullPrecision => Ok(vec![(FULL_PRECISION_BITS, FULL_PRECISION_BITS); self.graph.layers.len()]),
+            LayerMode::FullPrecision => {
+                Ok(vec![(FULL_PRECISION_BITS, FULL_PRECISION_BITS); self.graph.searchable.len()])
+            }
         }
     }
 

@@ -28,6 +28,7 @@ use rayon::prelude::*;
 
 use super::cpu_slice;
 use crate::error::{Error, Result};
+use crate::ops::kernels::CUDA_BLOCK;
 
 /// Most branches a mixture may have (the CUDA kernel keeps one accumulator per branch).
 pub const MAX_BRANCHES: usize = 16;
@@ -169,7 +170,7 @@ impl<Q: ElementQuantizer> CustomOp2 for MixtureOp<Q> {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        super::cuda::mixture_fwd::<Q>(self.k, s1, l1, s2, l2)
+        launch::forward::<Q>(self.k, s1, l1, s2, l2)
     }
 
     fn bwd(
@@ -224,113 +225,112 @@ impl<Q: ElementQuantizer> CustomOp3 for MixtureBwdOp<Q> {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        super::cuda::mixture_bwd::<Q>(self.k, s1, l1, s2, l2, s3, l3)
+        launch::backward::<Q>(self.k, s1, l1, s2, l2, s3, l3)
     }
 }
 
 /// The full CUDA C source of a family's mixture kernels: its element functions and the
 /// `mix_fwd`, `mix_bwd` and `mix_reduce` kernels.
 pub fn cuda_source<Q: ElementQuantizer>() -> String {
-    format!("// edmips mixture kernels for `{}`\n{}\n{}\n", Q::NAME, Q::CUDA_SOURCE, MIXTURE_CUDA_TEMPLATE)
+    format!(
+        "// edmips mixture kernels for `{}`\n#define EDMIPS_MAXK {MAX_BRANCHES}\n#define EDMIPS_BLOCK {CUDA_BLOCK}\n{}\n{}\n",
+        Q::NAME,
+        Q::CUDA_SOURCE,
+        include_str!("mixture.cu")
+    )
 }
 
-/// The kernels shared by every family; they call the family's `edmips_q` and `edmips_ste`.
-const MIXTURE_CUDA_TEMPLATE: &str = r#"
-#define EDMIPS_MAXK 16
-#define EDMIPS_BLOCK 256
+#[cfg(feature = "cuda")]
+mod launch {
+    //! Launches of the mixture kernels.
+    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::WrapErr;
+    use candle_core::{CudaStorage, Layout, Shape};
 
-extern "C" __global__ void mix_fwd(const float* __restrict__ x, const float* __restrict__ pp,
-                                   float* __restrict__ out, unsigned long long n, int k, int np) {
-    const float* prm = pp + k;
-    unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
-    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        float xv = x[i];
-        float acc = 0.0f;
-        for (int b = 0; b < k; ++b) acc = __fadd_rn(acc, __fmul_rn(pp[b], edmips_q(xv, prm + b * np)));
-        out[i] = acc;
+    use super::{cuda_source, ElementQuantizer, MAX_BRANCHES};
+    use crate::ops::cuda::{grid, ptx_for, slice_f32};
+    use crate::ops::kernels::CUDA_BLOCK;
+
+    fn module_name<Q: ElementQuantizer>() -> String {
+        format!("edmips_mix_{}", Q::NAME)
     }
-}
 
-extern "C" __global__ void mix_bwd(const float* __restrict__ x, const float* __restrict__ pp,
-                                   const float* __restrict__ g, float* __restrict__ out,
-                                   double* __restrict__ partial, unsigned long long n, int k, int np) {
-    __shared__ double sh[EDMIPS_BLOCK];
-    double acc[EDMIPS_MAXK];
-    for (int b = 0; b < EDMIPS_MAXK; ++b) acc[b] = 0.0;
-    const float* prm = pp + k;
-    unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
-    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        float xv = x[i];
-        float gv = g[i];
-        float s = 0.0f;
-        for (int b = 0; b < k; ++b) {
-            const float* pb = prm + b * np;
-            s = __fadd_rn(s, __fmul_rn(pp[b], edmips_ste(xv, pb)));
-            acc[b] += (double)edmips_q(xv, pb) * (double)gv;
-        }
-        out[i] = __fmul_rn(gv, s);
+    /// Launches the forward mixture kernel.
+    pub(super) fn forward<Q: ElementQuantizer>(
+        k: usize,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        debug_assert!(k <= MAX_BRANCHES);
+        let dev = &s1.device;
+        let x = slice_f32(s1, l1, "x")?;
+        let pp = slice_f32(s2, l2, "weights")?;
+        let n = l1.shape().elem_count();
+        let out = dev.alloc_zeros::<f32>(n)?;
+        let ptx = ptx_for(Q::NAME, cuda_source::<Q>)?;
+        let f = dev.get_or_load_custom_func("mix_fwd", &module_name::<Q>(), &ptx)?;
+        let cfg = LaunchConfig { grid_dim: (grid(n), 1, 1), block_dim: (CUDA_BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let (n64, ki, np) = (n as u64, k as i32, Q::PARAMS as i32);
+        let mut b = f.builder();
+        b.arg(&x);
+        b.arg(&pp);
+        b.arg(&out);
+        b.arg(&n64);
+        b.arg(&ki);
+        b.arg(&np);
+        unsafe { b.launch(cfg) }.w()?;
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), l1.shape().clone()))
     }
-    for (int b = 0; b < k; ++b) {
-        sh[threadIdx.x] = acc[b];
-        __syncthreads();
-        for (int w = EDMIPS_BLOCK / 2; w > 0; w >>= 1) {
-            if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
-            __syncthreads();
-        }
-        if (threadIdx.x == 0) partial[(unsigned long long)blockIdx.x * k + b] = sh[0];
-        __syncthreads();
+
+    /// Launches the backward mixture kernels: `[dx (n), dp (k)]`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn backward<Q: ElementQuantizer>(
+        k: usize,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = &s1.device;
+        let x = slice_f32(s1, l1, "x")?;
+        let pp = slice_f32(s2, l2, "weights")?;
+        let g = slice_f32(s3, l3, "gradient")?;
+        let n = l1.shape().elem_count();
+        let blocks = grid(n);
+        let out = dev.alloc_zeros::<f32>(n + k)?;
+        let partial = dev.alloc_zeros::<f64>(blocks as usize * k)?;
+        let ptx = ptx_for(Q::NAME, cuda_source::<Q>)?;
+        let module = module_name::<Q>();
+        let (n64, ki, np, nb) = (n as u64, k as i32, Q::PARAMS as i32, blocks as i32);
+
+        let f = dev.get_or_load_custom_func("mix_bwd", &module, &ptx)?;
+        let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (CUDA_BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let mut b = f.builder();
+        b.arg(&x);
+        b.arg(&pp);
+        b.arg(&g);
+        b.arg(&out);
+        b.arg(&partial);
+        b.arg(&n64);
+        b.arg(&ki);
+        b.arg(&np);
+        unsafe { b.launch(cfg) }.w()?;
+
+        let f = dev.get_or_load_custom_func("mix_reduce", &module, &ptx)?;
+        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (MAX_BRANCHES as u32, 1, 1), shared_mem_bytes: 0 };
+        let mut b = f.builder();
+        b.arg(&partial);
+        b.arg(&out);
+        b.arg(&n64);
+        b.arg(&ki);
+        b.arg(&nb);
+        unsafe { b.launch(cfg) }.w()?;
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from(n + k)))
     }
-}
-
-extern "C" __global__ void mix_reduce(const double* __restrict__ partial, float* __restrict__ out,
-                                      unsigned long long n, int k, int nblocks) {
-    int b = threadIdx.x;
-    if (b < k) {
-        double s = 0.0;
-        for (int j = 0; j < nblocks; ++j) s += partial[(unsigned long long)j * k + b];
-        out[n + b] = (float)s;
-    }
-}
-"#;
-
-/// A CUDA source known to edmips, compiled by the NVRTC check test.
-pub struct KernelSource {
-    /// Module name.
-    pub name: &'static str,
-    /// Produces the full source.
-    pub source: fn() -> String,
-}
-
-inventory::collect!(KernelSource);
-
-/// Every registered CUDA kernel source.
-pub fn kernel_sources() -> Vec<&'static KernelSource> {
-    let mut v: Vec<_> = inventory::iter::<KernelSource>.into_iter().collect();
-    v.sort_by_key(|k| k.name);
-    v
-}
-
-/// Registers a CUDA source so the NVRTC check test compiles it. Two forms:
-///
-/// * `register_kernel_source!(MyElementQuantizer);`: the mixture kernels of an
-///   [`ElementQuantizer`] type;
-/// * `register_kernel_source!(name: "module", source: a_fn_returning_string);`: any other
-///   kernel source (the pooling kernels use this).
-#[macro_export]
-macro_rules! register_kernel_source {
-    (name: $name:expr, source: $src:expr $(,)?) => {
-        $crate::inventory::submit! {
-            $crate::ops::mixture::KernelSource { name: $name, source: $src }
-        }
-    };
-    ($q:ty) => {
-        $crate::inventory::submit! {
-            $crate::ops::mixture::KernelSource {
-                name: <$q as $crate::ops::mixture::ElementQuantizer>::NAME,
-                source: $crate::ops::mixture::cuda_source::<$q>,
-            }
-        }
-    };
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //! * [`max_pool`], [`avg_pool`] (geometry and CUDA source in [`pool`]): pooling with padding,
 //!   ceil mode and `count_include_pad`, with backward for any kernel and stride.
 //! * [`batch_norm`]: train (batch statistics, running-stat update) and eval batch norm.
+//! * [`kernels`]: the registry of CUDA sources (`.cu` files beside their ops) and the
+//!   constants they share with Rust; [`cuda`]: NVRTC plumbing (`cuda` feature).
 //!
 //! Channel concatenation is candle's `Tensor::cat` (it has a backward), and global average
 //! pooling is candle's `mean_keepdim`.
@@ -17,6 +19,7 @@ pub mod conv;
 pub mod conv_cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod kernels;
 pub mod max_pool;
 pub mod mixture;
 pub mod pool;

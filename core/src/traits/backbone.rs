@@ -33,8 +33,8 @@
 //!     }
 //! }
 //! let g = NetBuilder::declare(&Small, 10).unwrap();
-//! assert_eq!(g.layers().len(), 1);
-//! assert_eq!(g.layers()[0].input_hw, (32, 32));
+//! assert_eq!(g.searchable_layers().len(), 1);
+//! assert_eq!(g.searchable_layers()[0].input_hw, (32, 32));
 //! ```
 
 use std::fmt;

@@ -42,8 +42,21 @@ pub struct RelaxContext {
     pub epoch: usize,
     /// The global step (0-based).
     pub step: u64,
-    /// A per-step seed, for stochastic relaxations (Gumbel), derived from the run seed.
+    /// The run seed. A stochastic relaxation (Gumbel) derives its noise from
+    /// `(seed, step, layer)`, so a resumed run draws the same noise.
     pub seed: u64,
+}
+
+impl RelaxContext {
+    /// The context of training step `step` (global, 0-based) in `epoch` of a run seeded `seed`.
+    pub fn train(epoch: usize, step: u64, seed: u64) -> Self {
+        RelaxContext { training: true, epoch, step, seed }
+    }
+
+    /// The context of an evaluation pass (validation, inspection).
+    pub fn eval() -> Self {
+        RelaxContext::default()
+    }
 }
 
 /// A search relaxation plugin. See the [module docs](self) for an example.

@@ -29,15 +29,7 @@ pub struct GaussElement;
 impl ElementQuantizer for GaussElement {
     const NAME: &'static str = "gauss";
     const PARAMS: usize = 2;
-    const CUDA_SOURCE: &'static str = r#"
-__device__ __forceinline__ float edmips_q(float x, const float* prm) {
-    float y = __fmul_rn(__fsub_rn(rintf(__fadd_rn(__fdiv_rn(x, prm[0]), 0.5f)), 0.5f), prm[0]);
-    return y < -prm[1] ? -prm[1] : (y > prm[1] ? prm[1] : y);
-}
-__device__ __forceinline__ float edmips_ste(float x, const float* prm) {
-    return 1.0f;
-}
-"#;
+    const CUDA_SOURCE: &'static str = include_str!("gauss.cu");
 
     #[inline(always)]
     fn q(x: f32, prm: &[f32]) -> f32 {

@@ -26,17 +26,7 @@ pub struct HwgqElement;
 impl ElementQuantizer for HwgqElement {
     const NAME: &'static str = "hwgq";
     const PARAMS: usize = 3;
-    const CUDA_SOURCE: &'static str = r#"
-__device__ __forceinline__ float edmips_q(float x, const float* prm) {
-    if (prm[2] != 0.0f) return x < 0.0f ? 0.0f : x;
-    float c = x < 0.0f ? 0.0f : (x > prm[1] ? prm[1] : x);
-    return __fmul_rn(rintf(__fdiv_rn(c, prm[0])), prm[0]);
-}
-__device__ __forceinline__ float edmips_ste(float x, const float* prm) {
-    if (prm[2] != 0.0f) return x >= 0.0f ? 1.0f : 0.0f;
-    return (x >= 0.0f && x <= prm[1]) ? 1.0f : 0.0f;
-}
-"#;
+    const CUDA_SOURCE: &'static str = include_str!("hwgq.cu");
 
     #[inline(always)]
     fn q(x: f32, prm: &[f32]) -> f32 {

@@ -7,7 +7,7 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use edmips_core::error::{Error, Result};
 
 /// A decoded 8-bit image, interleaved channels (HWC), row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]

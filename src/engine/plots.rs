@@ -8,8 +8,8 @@ use plotters::prelude::*;
 
 use super::arch_report::ArchReport;
 use super::atomic::write_atomic;
-use super::trainer::EpochRecord;
-use crate::error::{Error, Result};
+use super::metrics::EpochRecord;
+use edmips_core::error::{Error, Result};
 
 fn err<E: std::fmt::Display>(e: E) -> Error {
     Error::msg(format!("drawing a plot: {e}"))

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
-use crate::error::Result;
+use edmips_core::error::Result;
 
 /// One SGD optimiser over a group of named parameters.
 #[derive(Debug)]

@@ -21,9 +21,9 @@
 //! **Randomness** comes from an [`Rng`] the caller derives per (seed, epoch, sample), drawn in the
 //! order: crop parameters, then the flip.
 
-use crate::error::{Error, Result};
-use crate::init::Rng;
-use crate::traits::backbone::InputSpec;
+use edmips_core::error::{Error, Result};
+use edmips_core::init::Rng;
+use edmips_core::traits::backbone::InputSpec;
 
 use super::image::Image;
 

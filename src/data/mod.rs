@@ -34,7 +34,7 @@
 //!
 //! The transforms ([`transforms`]) follow torchvision: train `RandomResizedCrop` + flip
 //! (ImageNet style) or `RandomCrop(size, padding = size/8)` + flip (CIFAR style), val
-//! `Resize` + `CenterCrop`, then `ToTensor` + `Normalize`; [`crate::InputSpec`] chooses.
+//! `Resize` + `CenterCrop`, then `ToTensor` + `Normalize`; [`edmips_core::InputSpec`] chooses.
 //!
 //! A corrupt image stops the epoch with an error naming the file, unless
 //! [`DataOptions::skip_bad`] is set: then it is left out of its batch and counted
@@ -42,7 +42,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use edmips_core::data::{self, DataOptions, Loader, LoaderConfig};
+//! use edmips::data::{self, DataOptions, Loader, LoaderConfig};
 //! use edmips_core::{candle::Device, InputSpec};
 //!
 //! let ds = data::open("DATA".as_ref(), &DataOptions::default())?;
@@ -71,7 +71,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use edmips_core::error::{Error, Result};
 
 pub use self::bench::{bench_data, DataBenchOptions, DataBenchReport};
 pub use self::image::Image;

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::step::SgdParams;
 use crate::data::DataFormat;
-use crate::error::{Error, Result};
-use crate::model_config::ModelConfig;
+use edmips_core::error::{Error, Result};
+use edmips_core::model_config::ModelConfig;
 
 /// Training hyper-parameters (the reference's flags and defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +75,13 @@ impl TrainConfig {
         self.lra * self.decay(epoch)
     }
 
+    /// The SGD settings of the two optimiser groups: weights (`lr`) and architecture logits
+    /// (`lra`), sharing momentum and weight decay (the logits get both too, decisions.md D10).
+    pub fn sgd_params(&self) -> (SgdParams, SgdParams) {
+        let (momentum, weight_decay) = (self.momentum, self.weight_decay);
+        (SgdParams { lr: self.lr, momentum, weight_decay }, SgdParams { lr: self.lra, momentum, weight_decay })
+    }
+
     fn decay(&self, epoch: usize) -> f64 {
         0.1f64.powi((epoch / self.step_epoch.max(1)) as i32)
     }
@@ -118,7 +126,7 @@ pub struct DataConfig {
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     /// The named configuration it started from (`-a`).
-    pub arch: String,
+    pub config_name: String,
     /// The model: backbone, plugins, quantization mode.
     pub model: ModelConfig,
     /// Hyper-parameters.
@@ -140,10 +148,15 @@ const RESUMABLE: [&str; 6] = [
 ];
 
 impl RunConfig {
-    /// Starts from the registered configuration `arch` with default hyper-parameters.
-    pub fn from_arch(arch: &str) -> Result<Self> {
-        let model = *crate::registry::build_config(&crate::PluginSpec::new(arch))?;
-        Ok(RunConfig { arch: arch.to_string(), model, train: TrainConfig::default(), data: DataConfig::default() })
+    /// Starts from the registered configuration `name` with default hyper-parameters.
+    pub fn named(name: &str) -> Result<Self> {
+        let model = *edmips_core::registry::build_config(&edmips_core::PluginSpec::new(name))?;
+        Ok(RunConfig {
+            config_name: name.to_string(),
+            model,
+            train: TrainConfig::default(),
+            data: DataConfig::default(),
+        })
     }
 
     /// The config as a TOML table.
@@ -165,7 +178,7 @@ impl RunConfig {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
         let file: toml::Table =
             toml::from_str(&text).map_err(|e| Error::config(path.display().to_string(), "-", e.to_string()))?;
-        let merged = crate::config::merge_defaults(&self.to_table()?, &file);
+        let merged = edmips_core::config::merge_defaults(&self.to_table()?, &file);
         Self::from_table(merged, &path.display().to_string())
     }
 
@@ -183,20 +196,6 @@ impl RunConfig {
             Self::from_table(t.clone(), &format!("--set {key}"))?;
         }
         Self::from_table(t, "--set")
-    }
-
-    /// A short stable digest of the fields a resume must agree on.
-    pub fn fingerprint(&self) -> Result<String> {
-        let mut flat = Vec::new();
-        flatten("", &toml::Value::Table(self.to_table()?), &mut flat);
-        flat.retain(|(k, _)| !RESUMABLE.contains(&k.as_str()));
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for (k, v) in &flat {
-            for b in k.bytes().chain([b'=']).chain(v.bytes()).chain([b'\n']) {
-                h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-            }
-        }
-        Ok(format!("{h:016x}"))
     }
 
     /// The fields (dotted keys, with both values) in which `other` differs from this config,
@@ -253,11 +252,11 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model_config::QuantMode;
+    use edmips_core::model_config::QuantMode;
 
     fn cfg() -> RunConfig {
         RunConfig {
-            arch: "x".into(),
+            config_name: "x".into(),
             model: ModelConfig::edmips("tiny", QuantMode::Search { wbits: vec![1, 2], abits: vec![2] }),
             train: TrainConfig::default(),
             data: DataConfig::default(),
@@ -292,10 +291,8 @@ mod tests {
         b.train.epochs = 7;
         b.train.workers = 1;
         assert!(a.differences(&b).unwrap().is_empty());
-        assert_eq!(a.fingerprint().unwrap(), b.fingerprint().unwrap());
         b.train.lr = 0.2;
         let d = a.differences(&b).unwrap();
         assert_eq!(d, vec!["train.lr: 0.1 -> 0.2".to_string()]);
-        assert_ne!(a.fingerprint().unwrap(), b.fingerprint().unwrap());
     }
 }

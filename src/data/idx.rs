@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use edmips_core::error::{Error, Result};
 
 use super::{DataFormat, Dataset, Split};
 

@@ -1,11 +1,11 @@
 //! The default data set built into the binary: a balanced subset of Fashion-MNIST.
 //!
 //! Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017, Zalando Research) is MIT-licensed; the notice is
-//! `core/assets/FASHION-MNIST-LICENSE`. The subset is the first [`TRAIN_PER_CLASS`] images of
+//! `src/data/assets/FASHION-MNIST-LICENSE`. The subset is the first [`TRAIN_PER_CLASS`] images of
 //! each class of the official training file and the first [`VAL_PER_CLASS`] of each class of
 //! the official test file, in file order (so classes stay interleaved as in the originals):
 //! 4,000 train and 500 val images, 28×28 grayscale. It is stored in
-//! `core/assets/fashion-mnist-subset/` as the four gzip'd IDX files, so that directory is itself a
+//! `src/data/assets/fashion-mnist-subset/` as the four gzip'd IDX files, so that directory is itself a
 //! data set [`super::open`] reads.
 //!
 //! [`write_assets`] regenerates the files from the full data set (the ignored test
@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use edmips_core::error::{Error, Result};
 
 use super::idx::{self, FASHION_MNIST_CLASSES};
 use super::{DataFormat, Dataset};
@@ -35,17 +35,25 @@ pub const FILE_NAMES: [&str; 4] = [
     "t10k-labels-idx1-ubyte.gz",
 ];
 
-const TRAIN_IMAGES_GZ: &[u8] =
-    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/fashion-mnist-subset/train-images-idx3-ubyte.gz"));
-const TRAIN_LABELS_GZ: &[u8] =
-    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/fashion-mnist-subset/train-labels-idx1-ubyte.gz"));
-const VAL_IMAGES_GZ: &[u8] =
-    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/fashion-mnist-subset/t10k-images-idx3-ubyte.gz"));
-const VAL_LABELS_GZ: &[u8] =
-    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz"));
+const TRAIN_IMAGES_GZ: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/data/assets/fashion-mnist-subset/train-images-idx3-ubyte.gz"
+));
+const TRAIN_LABELS_GZ: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/data/assets/fashion-mnist-subset/train-labels-idx1-ubyte.gz"
+));
+const VAL_IMAGES_GZ: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/data/assets/fashion-mnist-subset/t10k-images-idx3-ubyte.gz"
+));
+const VAL_LABELS_GZ: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/data/assets/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz"
+));
 
 /// The licence notice of Fashion-MNIST, as shipped beside the subset.
-pub const LICENSE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/FASHION-MNIST-LICENSE"));
+pub const LICENSE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/data/assets/FASHION-MNIST-LICENSE"));
 
 /// The un-gzipped IDX contents of the subset.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::graph::Network;
-use crate::traits::{ComplexityCost, CostSummary, LayerBits, RelaxContext};
+use edmips_core::error::Result;
+use edmips_core::graph::Network;
+use edmips_core::traits::{ComplexityCost, CostSummary, LayerBits, RelaxContext};
 
 /// One layer of the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,9 +73,9 @@ impl ArchReport {
     /// Builds the report of `net` under `cost`.
     pub fn new(arch: &str, epoch: usize, net: &Network, cost: &dyn ComplexityCost) -> Result<Self> {
         let chosen = net.chosen_bits()?;
-        let infos = net.layers();
+        let infos = net.searchable_layers();
         let dists = match net.mode() {
-            crate::graph::LayerMode::Search { .. } => net.distributions(&RelaxContext::default())?,
+            edmips_core::graph::LayerMode::Search { .. } => net.distributions(&RelaxContext::default())?,
             _ => vec![],
         };
         let mut layers = Vec::with_capacity(infos.len());

@@ -25,15 +25,14 @@ use serde::Serialize;
 use super::arch_report::ArchReport;
 use super::atomic::{copy_atomic, write_atomic};
 use super::checkpoint::{self, RunState};
-use super::metrics::{topk_hits, Mean, MetricsLog};
-use super::optim::Sgd;
+use super::metrics::{read_history, topk_hits, EpochRecord, Mean, MetricsLog, StepRecord};
 use super::plots;
 use super::run_config::RunConfig;
+use super::step::{train_step, Optimizers};
 use crate::data::{self, DataOptions, Dataset, Loader, LoaderConfig};
-use crate::error::{Error, Result};
-use crate::graph::{build_network, declare_graph, Network};
-use crate::params::ParamGroup;
-use crate::traits::{ComplexityCost, RelaxContext};
+use edmips_core::error::{Error, Result};
+use edmips_core::graph::{build_network, declare_graph, Network};
+use edmips_core::traits::{ComplexityCost, RelaxContext};
 
 /// Search or retrain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,54 +105,6 @@ pub struct RunSummary {
     pub interrupted: bool,
 }
 
-#[derive(Serialize)]
-struct StepRecord {
-    kind: &'static str,
-    epoch: usize,
-    step: usize,
-    global_step: u64,
-    lr: f64,
-    lra: f64,
-    ce: f64,
-    complexity: f64,
-    top1: f64,
-    top5: f64,
-    images_per_s: f64,
-}
-
-/// One epoch's record (in `metrics.jsonl` and the plots).
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct EpochRecord {
-    /// `"epoch"`.
-    pub kind: String,
-    /// Epoch index.
-    pub epoch: usize,
-    /// Weight learning rate.
-    pub lr: f64,
-    /// Logit learning rate.
-    pub lra: f64,
-    /// Mean training cross-entropy.
-    pub train_ce: f64,
-    /// Mean complexity term.
-    pub complexity: f64,
-    /// Training top-1 (percent).
-    pub train_top1: f64,
-    /// Validation cross-entropy.
-    pub val_ce: f64,
-    /// Validation top-1.
-    pub val_top1: f64,
-    /// Validation top-5.
-    pub val_top5: f64,
-    /// Normalised bit of the chosen bits.
-    pub bit: f64,
-    /// Normalised bit of the expected bits (search).
-    pub bit_expected: Option<f64>,
-    /// Training throughput.
-    pub images_per_s: f64,
-    /// Undecodable images skipped this epoch.
-    pub skipped: usize,
-}
-
 /// Opens the run's data set: `cfg.data.path`, or the embedded Fashion-MNIST subset.
 pub fn open_data(cfg: &RunConfig) -> Result<Dataset> {
     match &cfg.data.path {
@@ -187,26 +138,11 @@ pub fn build_run_network(cfg: &RunConfig, arch_file: Option<&Path>, device: &Dev
     let arch = match arch_file {
         Some(p) => {
             let graph = declare_graph(&cfg.model)?;
-            Some(crate::arch_file::load_arch_file(p, graph.layers())?)
+            Some(edmips_core::arch_file::load_arch_file(p, graph.searchable_layers())?)
         }
         None => None,
     };
     build_network(&cfg.model, arch.as_deref(), device, cfg.train.seed)
-}
-
-/// Mean cross-entropy of `logits` `[N, K]` against `labels` `[N]` (u32).
-pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::loss::cross_entropy(logits, labels)?)
-}
-
-/// The differentiable complexity of a forward pass (search mode).
-pub fn complexity(net: &Network, cost: &dyn ComplexityCost, fwd: &crate::graph::Forward) -> Result<Option<Tensor>> {
-    if fwd.dists.is_empty() {
-        return Ok(None);
-    }
-    let per_layer: Vec<Tensor> =
-        net.layers().iter().zip(&fwd.dists).map(|(l, (a, w))| cost.layer_cost(l, a, w)).collect::<Result<_>>()?;
-    Ok(Some(cost.network_cost(net.layers(), &per_layer)?))
 }
 
 /// What one training epoch measured.
@@ -227,8 +163,7 @@ struct Trainer {
     opts: RunOptions,
     net: Network,
     cost: Box<dyn ComplexityCost>,
-    weights: Sgd,
-    arch: Option<Sgd>,
+    optim: Optimizers,
     data: Dataset,
     state: RunState,
     log: MetricsLog,
@@ -240,10 +175,14 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
     cfg.train.validate()?;
     match (kind, cfg.model.is_search()) {
         (RunKind::Search, false) => {
-            return Err(Error::config(&cfg.arch, "mode", "not a search configuration (use `edmips train` for it)"))
+            return Err(Error::config(
+                &cfg.config_name,
+                "mode",
+                "not a search configuration (use `edmips train` for it)",
+            ))
         }
         (RunKind::Train, true) => {
-            return Err(Error::config(&cfg.arch, "mode", "a search configuration (use `edmips search` for it)"))
+            return Err(Error::config(&cfg.config_name, "mode", "a search configuration (use `edmips search` for it)"))
         }
         _ => {}
     }
@@ -284,20 +223,10 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
     }
 
     let net = build_run_network(&cfg, opts.arch_file.as_deref(), &opts.device)?;
-    let cost = crate::registry::build_cost(&cfg.model.cost)?;
-    let group = |g: ParamGroup| net.params().group(g).into_iter().map(|p| (p.name.clone(), p.var.clone())).collect();
-    let t = &cfg.train;
-    let mut weights = Sgd::new(group(ParamGroup::Weight), t.lr, t.momentum, t.weight_decay);
-    let mut arch =
-        (kind == RunKind::Search).then(|| Sgd::new(group(ParamGroup::Arch), t.lra, t.momentum, t.weight_decay));
-    let mut state = RunState {
-        kind: kind.name().into(),
-        epoch: 0,
-        step_in_epoch: 0,
-        global_step: 0,
-        best_acc1: 0.0,
-        fingerprint: cfg.fingerprint()?,
-    };
+    let cost = edmips_core::registry::build_cost(&cfg.model.cost)?;
+    let (weights, logits) = cfg.train.sgd_params();
+    let mut optim = Optimizers::new(&net, weights, (kind == RunKind::Search).then_some(logits));
+    let mut state = RunState { kind: kind.name().into(), epoch: 0, step_in_epoch: 0, global_step: 0, best_acc1: 0.0 };
     if let Some(ck) = checkpoint {
         for p in net.params().iter() {
             let t = ck.tensors.get(&p.name).ok_or_else(|| {
@@ -313,8 +242,8 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
             p.var.set(&t.to_dtype(p.var.dtype())?)?;
         }
         let mut m = ck.momentum;
-        weights.set_buffers(m.remove("weight").unwrap_or_default());
-        if let Some(a) = arch.as_mut() {
+        optim.weights.set_buffers(m.remove("weight").unwrap_or_default());
+        if let Some(a) = optim.arch.as_mut() {
             a.set_buffers(m.remove("arch").unwrap_or_default());
         }
         state = ck.state;
@@ -327,19 +256,8 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
     write_atomic(&opts.out.join("config.resolved.toml"), resolved.as_bytes())?;
     let log = MetricsLog::new(&opts.out.join("metrics.jsonl"));
     let history = read_history(&opts.out.join("metrics.jsonl"));
-    let mut tr = Trainer { kind, cfg, opts, net, cost, weights, arch, data, state, log, history };
+    let mut tr = Trainer { kind, cfg, opts, net, cost, optim, data, state, log, history };
     tr.run()
-}
-
-fn read_history(path: &Path) -> Vec<EpochRecord> {
-    std::fs::read_to_string(path)
-        .map(|s| {
-            s.lines()
-                .filter_map(|l| serde_json::from_str::<EpochRecord>(l).ok())
-                .filter(|r| r.kind == "epoch")
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 impl Trainer {
@@ -358,7 +276,7 @@ impl Trainer {
         self.say(format!(
             "{} {} on {} ({} train / {} val images, {} classes) -> {}",
             self.kind.name(),
-            self.cfg.arch,
+            self.cfg.config_name,
             self.data.source,
             self.data.train.len(),
             self.data.val.len(),
@@ -367,7 +285,7 @@ impl Trainer {
         ));
         let mut report = None;
         if self.state.epoch == 0 && self.state.step_in_epoch == 0 {
-            let r = ArchReport::new(&self.cfg.arch, 0, &self.net, self.cost.as_ref())?;
+            let r = ArchReport::new(&self.cfg.config_name, 0, &self.net, self.cost.as_ref())?;
             self.say(format!("initial architecture:\n{}", r.table()));
         }
         let mut last_val = None;
@@ -386,7 +304,7 @@ impl Trainer {
                 return Ok(self.summary(last_val, report, true));
             }
             let v = self.validate()?;
-            let r = ArchReport::new(&self.cfg.arch, epoch + 1, &self.net, self.cost.as_ref())?;
+            let r = ArchReport::new(&self.cfg.config_name, epoch + 1, &self.net, self.cost.as_ref())?;
             self.state.epoch += 1;
             self.state.step_in_epoch = 0;
             let is_best = v.top1 > self.state.best_acc1 || self.history.is_empty() && epoch == 0;
@@ -454,8 +372,9 @@ impl Trainer {
         let tensors: Vec<(String, Tensor)> =
             self.net.params().iter().map(|p| (p.name.clone(), p.var.as_tensor().clone())).collect();
         let empty = HashMap::new();
-        let arch = self.arch.as_ref().map(|a| a.buffers()).unwrap_or(&empty);
-        checkpoint::save(path, &self.state, &self.cfg, &tensors, &[("weight", self.weights.buffers()), ("arch", arch)])
+        let arch = self.optim.arch.as_ref().map(|a| a.buffers()).unwrap_or(&empty);
+        let momentum = [("weight", self.optim.weights.buffers()), ("arch", arch)];
+        checkpoint::save(path, &self.state, &self.cfg, &tensors, &momentum)
     }
 
     fn loader_config(&self, train: bool) -> LoaderConfig {
@@ -467,8 +386,8 @@ impl Trainer {
     /// One training epoch from `state.step_in_epoch`.
     fn train_epoch(&mut self, epoch: usize) -> Result<EpochTrain> {
         let t = self.cfg.train.clone();
-        self.weights.lr = t.lr_at(epoch);
-        if let Some(a) = self.arch.as_mut() {
+        self.optim.weights.lr = t.lr_at(epoch);
+        if let Some(a) = self.optim.arch.as_mut() {
             a.lr = t.lra_at(epoch);
         }
         // The loader counts `max_batches` from `start_batch`: pass what is left of the epoch's cap.
@@ -485,45 +404,22 @@ impl Trainer {
             let batch = batch?;
             skipped += batch.skipped;
             let n = batch.labels.dims1()?;
-            let ctx = RelaxContext {
-                training: true,
-                epoch,
-                step: self.state.global_step,
-                seed: t.seed,
-                ..Default::default()
-            };
-            let fwd = self.net.forward(&batch.images, true, &ctx)?;
-            let ce = cross_entropy(&fwd.logits, &batch.labels)?;
-            let comp = complexity(&self.net, self.cost.as_ref(), &fwd)?;
-            let loss = match (&comp, self.kind) {
-                (Some(c), RunKind::Search) if t.complexity_decay != 0.0 => {
-                    ce.add(&c.affine(t.complexity_decay, 0.0)?)?
-                }
-                _ => ce.clone(),
-            };
-            let ce_v = ce.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if !ce_v.is_finite() || !loss_v.is_finite() {
-                return Err(Error::msg(format!(
-                    "non-finite loss (cross-entropy {ce_v}, total {loss_v}) at epoch {epoch}, step {}; stopping before the update. \
-                     The last good checkpoint is {} (if any); lower --lr or check the data.",
-                    self.state.step_in_epoch,
-                    self.opts.out.join("checkpoint.safetensors").display()
-                )));
-            }
-            let grads = loss.backward()?;
-            self.weights.step(&grads)?;
-            if let Some(a) = self.arch.as_mut() {
-                a.step(&grads)?;
-            }
-            drop(grads);
-            let comp_v = match &comp {
-                Some(c) => c.to_dtype(DType::F64)?.to_scalar::<f64>()?,
-                None => 0.0,
-            };
-            let (h1, h5) = topk_hits(&fwd.logits, &batch.labels)?;
-            ce_m.add(ce_v, n);
-            comp_m.add(comp_v, n);
+            let ctx = RelaxContext::train(epoch, self.state.global_step, t.seed);
+            let cd = if self.kind == RunKind::Search { t.complexity_decay } else { 0.0 };
+            let out =
+                train_step(&self.net, self.cost.as_ref(), &mut self.optim, &batch.images, &batch.labels, &ctx, cd)
+                    .map_err(|e| match e {
+                        Error::NonFinite(what) => Error::NonFinite(format!(
+                            "{what} at epoch {epoch}, step {}; stopped before the update. \
+                         The last good checkpoint is {} (if any); lower --lr or check the data.",
+                            self.state.step_in_epoch,
+                            self.opts.out.join("checkpoint.safetensors").display()
+                        )),
+                        e => e,
+                    })?;
+            let (h1, h5) = topk_hits(&out.logits, &batch.labels)?;
+            ce_m.add(out.ce, n);
+            comp_m.add(out.complexity, n);
             top1_m.add(100.0 * h1 as f64 / n as f64, n);
             top5_m.add(100.0 * h5 as f64 / n as f64, n);
             images += n;
@@ -541,8 +437,8 @@ impl Trainer {
                     epoch,
                     step,
                     global_step: self.state.global_step,
-                    lr: self.weights.lr,
-                    lra: self.arch.as_ref().map(|a| a.lr).unwrap_or(0.0),
+                    lr: self.optim.weights.lr,
+                    lra: self.optim.arch_lr(),
                     ce: ce_m.get(),
                     complexity: comp_m.get(),
                     top1: top1_m.get(),
@@ -552,7 +448,7 @@ impl Trainer {
                 if bar.is_none() {
                     self.say(format!(
                         "epoch {epoch} [{step:>5}/{total}] lr {:.5} ce {:.4} complexity {:.3} top-1 {:.2}% top-5 {:.2}% {:.1} img/s",
-                        self.weights.lr,
+                        self.optim.weights.lr,
                         ce_m.get(),
                         comp_m.get(),
                         top1_m.get(),
@@ -594,7 +490,7 @@ impl Trainer {
         let cfg = self.loader_config(false).max_batches(self.cfg.train.max_val_batches);
         let iter = Loader::epoch(self.data.val.clone(), &cfg, 0, &self.opts.device)?;
         let (mut ce_m, mut n_all, mut h1, mut h5) = (Mean::default(), 0usize, 0usize, 0usize);
-        let ctx = RelaxContext { training: false, ..Default::default() };
+        let ctx = RelaxContext::eval();
         for batch in iter {
             let batch = batch?;
             let n = batch.labels.dims1()?;

@@ -25,9 +25,9 @@ use std::thread::JoinHandle;
 
 use candle_core::{Device, Tensor};
 
-use crate::error::{Error, Result};
-use crate::init::Rng;
-use crate::traits::backbone::InputSpec;
+use edmips_core::error::{Error, Result};
+use edmips_core::init::Rng;
+use edmips_core::traits::backbone::InputSpec;
 
 use super::transforms::Transform;
 use super::Split;

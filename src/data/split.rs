@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::error::{Error, Result};
+use edmips_core::error::{Error, Result};
 
 use super::image::{decode_file, Image};
 

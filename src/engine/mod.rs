@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod optim;
 pub mod plots;
 pub mod run_config;
+pub mod step;
 pub mod trainer;
 
 pub use arch_report::ArchReport;

@@ -1,7 +1,7 @@
 //! Checkpoints: every tensor of the network (weights, logits, batch-norm statistics) and both
-//! optimisers' momentum buffers in one safetensors file, with the run state (epoch, position in
-//! the epoch, best accuracy, learning rates, resolved configuration) as JSON in the file's
-//! metadata. One file means one atomic write (temporary file + rename): a checkpoint is always
+//! optimisers' momentum buffers in one safetensors file, with the run state ([`RunState`]: kind, epoch,
+//! position in the epoch, global step, best accuracy) and the resolved configuration as JSON in
+//! the file's metadata; the learning rates follow from the configuration and the epoch. One file means one atomic write (temporary file + rename): a checkpoint is always
 //! complete.
 //!
 //! Tensor names: the network's parameter names as they are, and `optim.<group>.<name>` for the
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::atomic::write_atomic;
 use super::run_config::RunConfig;
-use crate::error::{Error, Result};
+use edmips_core::error::{Error, Result};
 
 /// Metadata key holding the [`RunState`] JSON.
 const STATE_KEY: &str = "edmips.state";
@@ -35,8 +35,6 @@ pub struct RunState {
     pub global_step: u64,
     /// Best validation top-1 so far (percent).
     pub best_acc1: f64,
-    /// The config fingerprint (see [`RunConfig::fingerprint`]).
-    pub fingerprint: String,
 }
 
 /// A loaded checkpoint.

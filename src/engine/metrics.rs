@@ -1,12 +1,13 @@
-//! Accuracy, running averages, and the `metrics.jsonl` log.
+//! Accuracy, running averages, and the `metrics.jsonl` log: its record types ([`StepRecord`],
+//! [`EpochRecord`]) and reading the epoch history back ([`read_history`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use edmips_core::error::{Error, Result};
 
 /// Top-1 and top-5 hits of `logits` `[B, K]` against `labels` `[B]` (counts, not percent). Ties
 /// rank the earlier class first, as `torch.topk` does for equal values in practice.
@@ -69,6 +70,78 @@ impl MetricsLog {
             .map_err(|e| Error::io("opening", &self.path, e))?;
         writeln!(f, "{line}").map_err(|e| Error::io("writing", &self.path, e))
     }
+}
+
+/// One `-p` step line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    /// `"step"`.
+    pub kind: &'static str,
+    /// Epoch index.
+    pub epoch: usize,
+    /// Steps done in the epoch.
+    pub step: usize,
+    /// Steps done in the run.
+    pub global_step: u64,
+    /// Weight learning rate.
+    pub lr: f64,
+    /// Logit learning rate.
+    pub lra: f64,
+    /// Running mean cross-entropy of the epoch.
+    pub ce: f64,
+    /// Running mean complexity term.
+    pub complexity: f64,
+    /// Running training top-1 (percent).
+    pub top1: f64,
+    /// Running training top-5 (percent).
+    pub top5: f64,
+    /// Training throughput.
+    pub images_per_s: f64,
+}
+
+/// One epoch's record (in `metrics.jsonl` and the plots).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// `"epoch"`.
+    pub kind: String,
+    /// Epoch index.
+    pub epoch: usize,
+    /// Weight learning rate.
+    pub lr: f64,
+    /// Logit learning rate.
+    pub lra: f64,
+    /// Mean training cross-entropy.
+    pub train_ce: f64,
+    /// Mean complexity term.
+    pub complexity: f64,
+    /// Training top-1 (percent).
+    pub train_top1: f64,
+    /// Validation cross-entropy.
+    pub val_ce: f64,
+    /// Validation top-1.
+    pub val_top1: f64,
+    /// Validation top-5.
+    pub val_top5: f64,
+    /// Normalised bit of the chosen bits.
+    pub bit: f64,
+    /// Normalised bit of the expected bits (search).
+    pub bit_expected: Option<f64>,
+    /// Training throughput.
+    pub images_per_s: f64,
+    /// Undecodable images skipped this epoch.
+    pub skipped: usize,
+}
+
+/// The epoch records of an existing `metrics.jsonl` (empty when there is none).
+pub fn read_history(path: &Path) -> Vec<EpochRecord> {
+    std::fs::read_to_string(path)
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| serde_json::from_str::<EpochRecord>(l).ok())
+                .filter(|r| r.kind == "epoch")
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::traits::backbone::InputSpec;
+use edmips_core::error::Result;
+use edmips_core::traits::backbone::InputSpec;
 
 use super::{embedded, open, DataOptions, Loader, LoaderConfig, Split};
 

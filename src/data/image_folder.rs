@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use edmips_core::error::{Error, Result};
 
 use super::image::{has_image_extension, IMAGE_EXTENSIONS};
 use super::{DataFormat, Dataset, Split};

@@ -1,0 +1,158 @@
+//! The training step, written once: forward, loss (cross-entropy plus `cd ·` complexity in a
+//! search), backward and both optimiser updates. The trainer, the step bench and the golden
+//! step tests all call [`train_step`], so the tests check the engine itself.
+//!
+//! * [`Optimizers`]: the two SGD groups of a run (weights with `lr`; the architecture logits
+//!   with `lra`, search only), built from a network's parameter groups by [`Optimizers::new`].
+//! * [`step_loss`]: forward and loss, no update (what validation-style checks and the last
+//!   golden step need).
+//! * [`apply_update`]: a finiteness check of the loss (a non-finite loss is an
+//!   [`Error::NonFinite`] and nothing is updated), backward, and the updates.
+//! * [`train_step`]: the two in a row.
+
+use candle_core::{DType, Tensor, Var};
+
+use edmips_core::graph::{Forward, Network};
+use edmips_core::params::ParamGroup;
+use edmips_core::{ComplexityCost, Error, RelaxContext, Result};
+
+use super::optim::Sgd;
+
+/// Learning rate, momentum and weight decay of one SGD group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdParams {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum.
+    pub momentum: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+}
+
+/// The named variables of one parameter group of `net`, in declaration order.
+pub fn param_group(net: &Network, group: ParamGroup) -> Vec<(String, Var)> {
+    net.params().group(group).into_iter().map(|p| (p.name.clone(), p.var.clone())).collect()
+}
+
+/// The optimisers of a run: weights always, architecture logits in a search.
+#[derive(Debug)]
+pub struct Optimizers {
+    /// Network weights (conv, batch norm affine, classifier).
+    pub weights: Sgd,
+    /// Architecture logits; `None` in a retrain.
+    pub arch: Option<Sgd>,
+}
+
+impl Optimizers {
+    /// SGD over `net`'s weights with `weights`, and over its architecture logits with `arch`
+    /// when given (a search).
+    pub fn new(net: &Network, weights: SgdParams, arch: Option<SgdParams>) -> Self {
+        let sgd = |g: ParamGroup, p: SgdParams| Sgd::new(param_group(net, g), p.lr, p.momentum, p.weight_decay);
+        Optimizers { weights: sgd(ParamGroup::Weight, weights), arch: arch.map(|a| sgd(ParamGroup::Arch, a)) }
+    }
+
+    /// The logits' learning rate (0 without architecture logits).
+    pub fn arch_lr(&self) -> f64 {
+        self.arch.as_ref().map(|a| a.lr).unwrap_or(0.0)
+    }
+}
+
+/// The differentiable complexity of a forward pass: `cost.network_cost` over every searchable
+/// layer's relaxed bit distributions; `None` outside search mode.
+pub fn complexity(net: &Network, cost: &dyn ComplexityCost, fwd: &Forward) -> Result<Option<Tensor>> {
+    if fwd.dists.is_empty() {
+        return Ok(None);
+    }
+    let layers = net.searchable_layers();
+    let per_layer: Vec<Tensor> =
+        layers.iter().zip(&fwd.dists).map(|(l, (a, w))| cost.layer_cost(l, a, w)).collect::<Result<_>>()?;
+    Ok(Some(cost.network_cost(layers, &per_layer)?))
+}
+
+/// Mean cross-entropy of `logits` `[N, K]` against `labels` `[N]` (u32).
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::loss::cross_entropy(logits, labels)?)
+}
+
+/// A forward pass and its loss terms (tensors, still on the device).
+#[derive(Debug)]
+pub struct StepLoss {
+    /// The forward pass.
+    pub fwd: Forward,
+    /// Mean cross-entropy.
+    pub ce: Tensor,
+    /// The complexity term before `cd` (search mode only).
+    pub complexity: Option<Tensor>,
+    /// `ce + cd · complexity` (just `ce` when there is no complexity or `cd` is 0).
+    pub loss: Tensor,
+}
+
+/// Forward `x` in training mode and form the loss against `labels`.
+pub fn step_loss(
+    net: &Network,
+    cost: &dyn ComplexityCost,
+    x: &Tensor,
+    labels: &Tensor,
+    ctx: &RelaxContext,
+    cd: f64,
+) -> Result<StepLoss> {
+    let fwd = net.forward(x, true, ctx)?;
+    let ce = cross_entropy(&fwd.logits, labels)?;
+    let complexity = complexity(net, cost, &fwd)?;
+    let loss = match &complexity {
+        Some(c) if cd != 0.0 => ce.add(&c.affine(cd, 0.0)?)?,
+        _ => ce.clone(),
+    };
+    Ok(StepLoss { fwd, ce, complexity, loss })
+}
+
+/// What one [`train_step`] measured (values before the update).
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    /// The logits of the forward pass (before the update).
+    pub logits: Tensor,
+    /// Mean cross-entropy.
+    pub ce: f64,
+    /// The complexity term before `cd` (0 outside search mode).
+    pub complexity: f64,
+    /// The total loss.
+    pub loss: f64,
+}
+
+fn host_f64(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// The second half of a step: a finiteness check of `s.loss` (a non-finite loss updates
+/// nothing and is an [`Error::NonFinite`] naming both loss terms), backward, and the updates of
+/// `optim` (the logits' optimiser too when it exists).
+pub fn apply_update(s: StepLoss, optim: &mut Optimizers) -> Result<StepOutcome> {
+    let (ce, loss) = (host_f64(&s.ce)?, host_f64(&s.loss)?);
+    if !ce.is_finite() || !loss.is_finite() {
+        return Err(Error::NonFinite(format!("loss (cross-entropy {ce}, total {loss})")));
+    }
+    let grads = s.loss.backward()?;
+    optim.weights.step(&grads)?;
+    if let Some(a) = optim.arch.as_mut() {
+        a.step(&grads)?;
+    }
+    drop(grads);
+    let complexity = match &s.complexity {
+        Some(c) => host_f64(c)?,
+        None => 0.0,
+    };
+    Ok(StepOutcome { logits: s.fwd.logits, ce, complexity, loss })
+}
+
+/// One training step: [`step_loss`] then [`apply_update`].
+pub fn train_step(
+    net: &Network,
+    cost: &dyn ComplexityCost,
+    optim: &mut Optimizers,
+    x: &Tensor,
+    labels: &Tensor,
+    ctx: &RelaxContext,
+    cd: f64,
+) -> Result<StepOutcome> {
+    apply_update(step_loss(net, cost, x, labels, ctx, cd)?, optim)
+}
