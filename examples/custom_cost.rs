@@ -4,7 +4,7 @@
 //! `cargo run --release --example custom_cost`
 
 use edmips::core::candle::{DType, Device, Tensor, Var};
-use edmips::core::{CostSummary, Error, LayerBits, LayerInfo, LayerKind, Params, Table};
+use edmips::core::{CostSummary, Error, LayerBits, LayerInfo, LayerKind, Metric, Params, Table};
 use edmips::{registry, BitDistribution, ComplexityCost, PluginSpec, RelaxContext, Result};
 
 /// Weight memory: `param_size · E[wbit]` Mbit per layer, normalised by the 32-bit model size.
@@ -14,9 +14,6 @@ struct ModelSize;
 impl ComplexityCost for ModelSize {
     fn id(&self) -> &str {
         "model_size"
-    }
-    fn unit(&self) -> &str {
-        "Mbit"
     }
     fn layer_cost(&self, layer: &LayerInfo, _act: &BitDistribution, weight: &BitDistribution) -> Result<Tensor> {
         Ok(weight.expected()?.affine(layer.param_size(), 0.0)?)
@@ -31,8 +28,8 @@ impl ComplexityCost for ModelSize {
         let mbit: f64 = layers.iter().zip(bits).map(|(l, b)| self.discrete_cost(l, *b)).sum();
         let params: f64 = layers.iter().map(|l| l.param_size()).sum();
         CostSummary {
-            headline: ("mean_wbit".into(), mbit / params),
-            metrics: vec![("size".into(), mbit, "Mbit".into()), ("mean_wbit".into(), mbit / params, "bit".into())],
+            headline: Metric::new("mean_wbit", mbit / params, "bit"),
+            metrics: vec![Metric::new("size", mbit, "Mbit"), Metric::new("mean_wbit", mbit / params, "bit")],
         }
     }
 }
@@ -86,8 +83,8 @@ fn main() -> Result<()> {
     println!("relaxed {} = {:.5} of the 32-bit model", cost.id(), c.to_scalar::<f32>()?);
     println!("d cost / d weight-bit logits of conv1 = {:?}", g1.to_vec1::<f32>()?);
     let s = cost.summarize(&layers, &[LayerBits { wbit: 2.0, abit: 8.0 }, LayerBits { wbit: 4.0, abit: 8.0 }]);
-    for (name, v, unit) in &s.metrics {
-        println!("{name}: {v:.4} {unit}");
+    for m in &s.metrics {
+        println!("{}: {:.4} {}", m.name, m.value, m.unit);
     }
     Ok(())
 }

@@ -12,7 +12,7 @@
 //!   `bn(in) + in·c1 + in·c3r + bn(c3r) + c3r·c3·9 + in·c5r + bn(c5r) + c5r·c5·25 + bn(in) + in·pp`,
 //!   head bn(1024) + fc 1024·1000 + 1000 = 7,015,144.
 //! * Inception-V3: stem 3·32·9 + bn(32) + 32·32·9 + bn(32) + 32·64·9 + bn(64) + 64·80 + bn(80) +
-//!   80·192·9, modules A/B/C/D/E as in spec §4.4, head bn(2048) + fc 2048·1000 + 1000
+//!   80·192·9, modules A/B/C/D/E as in decisions.md R11, head bn(2048) + fc 2048·1000 + 1000
 //!   = 23,850,952.
 //! * ResNet-20 (3×32×32, 10 classes): conv1 3·16·9 + bn1 + nine BasicBlocks (16/32/64) + two
 //!   downsamples + head_bn(64) + fc 64·10 + 10 = 273,178; grayscale: 272,890 (one input

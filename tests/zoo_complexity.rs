@@ -23,9 +23,7 @@ fn config(name: &str) -> edmips::ModelConfig {
 #[allow(clippy::type_complexity)]
 fn complexity(net: &Network) -> (f64, Vec<(Vec<f32>, Vec<f32>)>) {
     let dists = net.distributions(&RelaxContext::default()).unwrap();
-    let costs: Vec<Tensor> =
-        net.searchable_layers().iter().zip(&dists).map(|(l, (a, w))| BitOps.layer_cost(l, a, w).unwrap()).collect();
-    let c = BitOps.network_cost(net.searchable_layers(), &costs).unwrap();
+    let c = BitOps.complexity(net.searchable_layers(), &dists).unwrap();
     let grads = c.backward().unwrap();
     let g = net
         .searchable_layers()

@@ -1,4 +1,4 @@
-//! `edmips inspect`: layer counts and totals of the named configurations (spec §7 summary),
+//! `edmips inspect`: layer counts and totals of the named configurations (decisions.md R17),
 //! the README's normalised bits, the JSON form, and its errors.
 
 use std::process::Command;

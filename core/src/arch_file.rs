@@ -1,5 +1,5 @@
 //! Architecture files: the per-layer `(wbit, abit)` a search produced, read back by the
-//! `*_cfg` configurations (the reference's `_load_arch`, spec §4.6, decision D12).
+//! `*_cfg` configurations (the reference's `_load_arch`, decisions.md R12, D12).
 //!
 //! Two JSON forms are accepted:
 //!
@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::layer_info::LayerInfo;
-use crate::traits::quantizer::FULL_PRECISION_BITS;
-use crate::traits::{Operand, Quantizer};
+use crate::bits::check_layer_bits;
+use crate::traits::Quantizer;
 
 fn err(path: &Path, message: impl Into<String>) -> Error {
     Error::ArchFile { path: path.to_path_buf(), message: message.into() }
@@ -95,14 +95,7 @@ pub fn check_arch_bits(
     weight: &dyn Quantizer,
 ) -> Result<()> {
     for (l, &(w, a)) in layers.iter().zip(bits) {
-        let r = act.check(Operand::Activation, a).and_then(|_| {
-            if w == FULL_PRECISION_BITS {
-                Ok(())
-            } else {
-                weight.check(Operand::Weight, w)
-            }
-        });
-        r.map_err(|e| err(path, format!("layer {} `{}`: {e}", l.index, l.name)))?;
+        check_layer_bits(w, a, act, weight).map_err(|e| err(path, format!("layer {} `{}`: {e}", l.index, l.name)))?;
     }
     Ok(())
 }

@@ -1,21 +1,20 @@
 //! [`LayerInfo`]: the static description of one quantizable layer, recorded by the network
 //! builder as layers are declared (shape inference), in declaration order.
 //!
-//! The sizes follow the EdMIPS reference exactly (spec §3.1, decision D2):
+//! The sizes follow the EdMIPS reference exactly (decisions.md R5, D2):
 //! `size_product` uses the **input** spatial size divided by stride², not the output size, and
 //! is rounded to f32 as the reference's buffers are. [`LayerInfo::macs`] gives the true MAC
 //! count separately.
 
 use serde::{Deserialize, Serialize};
 
-/// Kind of a quantizable layer.
+/// Kind of a quantizable layer. EdMIPS quantizes convolutions only (the stem and the
+/// classifier stay full precision); the enum leaves room for other kinds a backbone may add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LayerKind {
     /// A 2-D convolution.
     Conv2d,
-    /// A fully connected layer (treated as a 1×1 convolution on a 1×1 map).
-    Linear,
 }
 
 /// Static description of one quantizable layer.

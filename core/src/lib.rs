@@ -24,11 +24,15 @@
 //!   at fault. Nothing user-supplied is unwrapped.
 //!
 //! The reference semantics (quantizer constants, rounding, straight-through rules, BitOps
-//! units) are documented where they are implemented, with the spec's decision numbers (D1-D21).
+//! units) are documented where they are implemented, citing `docs/decisions.md` at the
+//! repository root by id: D1-D21 are the decisions that pin edmips to the EdMIPS reference,
+//! R1-R18 the reference facts the code relies on (layer layouts, loops, data). A bare `Dn` in
+//! a comment is `decisions.md Dn`.
 
 #![warn(missing_docs)]
 
 pub mod arch_file;
+pub mod bits;
 pub mod config;
 pub mod error;
 pub mod graph;
@@ -47,8 +51,9 @@ pub use error::{Error, Result};
 pub use layer_info::{LayerInfo, LayerKind};
 pub use model_config::{FixedBits, ModelConfig, QuantMode};
 pub use traits::backbone::{Backbone, InputSpec};
-pub use traits::cost::{BitDistribution, ComplexityCost, CostSummary, LayerBits};
-pub use traits::quantizer::{compose_mixture, Operand, Quantizer, FULL_PRECISION_BITS};
+pub use traits::cost::{BitDistribution, ComplexityCost, CostSummary, LayerBits, Metric};
+pub use bits::{Precision, FULL_PRECISION_BITS};
+pub use traits::quantizer::{compose_mixture, Operand, Quantizer};
 pub use traits::relaxation::{argmax_first, RelaxContext, Relaxation};
 
 #[doc(hidden)]

@@ -10,7 +10,7 @@
 //! | relaxation | `softmax` | [`relax::softmax`] |
 //! | cost | `bitops` | [`cost::bitops`] |
 //!
-//! The numerics follow the reference exactly (spec §1-3): f32 arithmetic with the steps
+//! The numerics follow the reference exactly (decisions.md R1-R6): f32 arithmetic with the steps
 //! rounded to f32 first, round half to even, HWGQ's straight-through gradient masked by the
 //! closed clip interval (D1), the Gaussian quantizer's identity gradient (D6), BitOps with the
 //! input size / stride² (D2) normalised by the first searchable layer (D3).

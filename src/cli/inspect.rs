@@ -16,7 +16,7 @@ use edmips_core::arch_file::load_arch_file_checked;
 use edmips_core::candle::{Device, Tensor};
 use edmips_core::graph::{declare_graph, resolve_mode, LayerMode};
 use edmips_core::{registry, BitDistribution, LayerInfo, PluginSpec, RelaxContext};
-use edmips_core::{CostSummary, FixedBits, LayerBits, QuantMode};
+use edmips_core::{CostSummary, FixedBits, LayerBits, QuantMode, FULL_PRECISION_BITS};
 use serde_json::{json, Value};
 
 /// Arguments of `edmips inspect`.
@@ -68,8 +68,8 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             let (a, w) = (dist(abits)?, dist(wbits)?);
             let ea = a.expected()?.to_scalar::<f32>()? as f64;
             let ew = w.expected()?.to_scalar::<f32>()? as f64;
-            let costs = layers.iter().map(|l| cost.layer_cost(l, &a, &w)).collect::<crate::Result<Vec<_>>>()?;
-            let loss = cost.network_cost(layers, &costs)?.to_scalar::<f32>()? as f64;
+            let dists = vec![(a.clone(), w.clone()); layers.len()];
+            let loss = cost.complexity(layers, &dists)?.to_scalar::<f32>()? as f64;
             let lb = vec![LayerBits { wbit: ew, abit: ea }; layers.len()];
             let summary = cost.summarize(layers, &lb);
             (None, Totals { mode: "search", summary, expected: Some((vec![(ea, ew); layers.len()], loss)) })
@@ -79,8 +79,9 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             (Some(bits.clone()), Totals { mode: "fixed", summary: cost.summarize(layers, &lb), expected: None })
         }
         LayerMode::FullPrecision => {
-            let bits = vec![(32u32, 32u32); layers.len()];
-            let lb = vec![LayerBits { wbit: 32.0, abit: 32.0 }; layers.len()];
+            let full = FULL_PRECISION_BITS;
+            let bits = vec![(full, full); layers.len()];
+            let lb = vec![LayerBits { wbit: full as f64, abit: full as f64 }; layers.len()];
             (Some(bits), Totals { mode: "full_precision", summary: cost.summarize(layers, &lb), expected: None })
         }
     };
@@ -105,8 +106,8 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             "memory_size": layers.iter().map(|l| l.memory_size() as f64).sum::<f64>(),
             "param_size": layers.iter().map(|l| l.param_size()).sum::<f64>(),
             "cost": cost.id(),
-            "headline": {"name": totals.summary.headline.0, "value": totals.summary.headline.1},
-            "metrics": totals.summary.metrics.iter().map(|m| json!({"name": m.0, "value": m.1, "unit": m.2})).collect::<Vec<_>>(),
+            "headline": totals.summary.headline,
+            "metrics": totals.summary.metrics,
         });
         if let Some((e, loss)) = &totals.expected {
             t["expected_abit"] = json!(e.first().map(|x| x.0));
@@ -163,10 +164,10 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         println!("complexity loss at init ({}): {loss:.4}", cost.id());
         println!("expected-value summary:");
     }
-    for (name, value, unit) in &totals.summary.metrics {
-        println!("  {name:14} {value:>14.4} {unit}");
+    for m in &totals.summary.metrics {
+        println!("  {:14} {:>14.4} {}", m.name, m.value, m.unit);
     }
-    println!("{}: {:.3}", totals.summary.headline.0, totals.summary.headline.1);
+    println!("{}: {:.3}", totals.summary.headline.name, totals.summary.headline.value);
     Ok(())
 }
 

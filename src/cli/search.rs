@@ -48,8 +48,8 @@ pub fn run_search(args: &SearchArgs) -> Result<()> {
         let bits: Vec<String> = r.layers.iter().map(|l| format!("w{}a{}", l.wbit, l.abit)).collect();
         println!("\nsearch finished after {} epochs (best val top-1 {:.2}%)", summary.epochs_done, summary.best_acc1);
         println!("chosen bits per layer: {}", bits.join(" "));
-        let bit = r.argmax.headline.1;
-        let expected = r.expected.as_ref().map(|e| format!(" (expected {:.3})", e.headline.1)).unwrap_or_default();
+        let bit = r.argmax.headline.value;
+        let expected = r.expected.as_ref().map(|e| format!(" (expected {:.3})", e.headline.value)).unwrap_or_default();
         println!("normalised bit {bit:.3}{expected}; architecture: {}", out.join("arch.json").display());
         let quant = retrain_config(&arch);
         let mut cmd = format!("edmips train -a {quant} --ac {}", out.join("arch.json").display());

@@ -158,7 +158,7 @@ impl ArchReport {
             }
         }
         let line = |label: &str, c: &CostSummary| {
-            let m: Vec<String> = c.metrics.iter().map(|(n, v, u)| format!("{n} {v:.4} {u}")).collect();
+            let m: Vec<String> = c.metrics.iter().map(|m| format!("{} {:.4} {}", m.name, m.value, m.unit)).collect();
             format!("{label}: {}\n", m.join(", "))
         };
         s += &line(if search { "argmax" } else { "fixed" }, &self.argmax);

@@ -57,16 +57,13 @@ impl Optimizers {
     }
 }
 
-/// The differentiable complexity of a forward pass: `cost.network_cost` over every searchable
-/// layer's relaxed bit distributions; `None` outside search mode.
+/// The differentiable complexity of a forward pass ([`ComplexityCost::complexity`] over its
+/// relaxed bit distributions); `None` outside search mode.
 pub fn complexity(net: &Network, cost: &dyn ComplexityCost, fwd: &Forward) -> Result<Option<Tensor>> {
     if fwd.dists.is_empty() {
         return Ok(None);
     }
-    let layers = net.searchable_layers();
-    let per_layer: Vec<Tensor> =
-        layers.iter().zip(&fwd.dists).map(|(l, (a, w))| cost.layer_cost(l, a, w)).collect::<Result<_>>()?;
-    Ok(Some(cost.network_cost(layers, &per_layer)?))
+    Ok(Some(cost.complexity(net.searchable_layers(), &fwd.dists)?))
 }
 
 /// Mean cross-entropy of `logits` `[N, K]` against `labels` `[N]` (u32).

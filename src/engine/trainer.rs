@@ -1,4 +1,4 @@
-//! The search and retrain loops (spec §5.3-5.4).
+//! The search and retrain loops (decisions.md R15, R16).
 //!
 //! Search: two SGD optimisers (weights with `lr`, architecture logits with `lra`, both with
 //! momentum and weight decay, D10), loss `CE + cd · complexity`, both rates ×0.1 every
@@ -322,8 +322,8 @@ impl Trainer {
                 val_ce: v.ce,
                 val_top1: v.top1,
                 val_top5: v.top5,
-                bit: r.argmax.headline.1,
-                bit_expected: r.expected.as_ref().map(|e| e.headline.1),
+                bit: r.argmax.headline.value,
+                bit_expected: r.expected.as_ref().map(|e| e.headline.value),
                 images_per_s: train.images_per_s,
                 skipped: train.skipped,
             };

@@ -1,4 +1,4 @@
-//! `BasicQuantConv2d` (BQC) of the EdMIPS GoogLeNet and Inception-V3 (spec §4.3, §4.4): a batch
+//! `BasicQuantConv2d` (BQC) of the EdMIPS GoogLeNet and Inception-V3 (decisions.md R10, R11): a batch
 //! norm (`<name>.bn`) followed by a searchable convolution (`<name>.conv`). The quantizer in
 //! front of the convolution (HWGQ) is the nonlinearity.
 

@@ -1,11 +1,11 @@
-//! The residual blocks of the EdMIPS ResNets (`mixresnet.py`, spec §4.2), shared by
+//! The residual blocks of the EdMIPS ResNets (`mixresnet.py`, decisions.md R8), shared by
 //! [`resnet`](crate::resnet), [`resnet20`](crate::resnet20) and [`tiny`](crate::tiny).
 //!
 //! These are pre-activation-style blocks where HWGQ acts as the ReLU: every searchable conv is
 //! preceded by a batch norm, and the quantizer in front of the conv is the nonlinearity.
 //!
 //! * The block first computes `y = bn0(x)`. The residual is `y` when the block has a
-//!   downsample, and the raw `x` otherwise (decision D14).
+//!   downsample, and the raw `x` otherwise (D14).
 //! * A downsample exists when `stride != 1` or `inplanes != planes · expansion`: a searchable
 //!   1×1 conv with the block's stride (`downsample.0`) then a batch norm (`downsample.1`).
 //! * There is no ReLU after the addition.

@@ -1,4 +1,4 @@
-//! The named EdMIPS configurations (spec §4.1), registered with `register_config!` and listed
+//! The named EdMIPS configurations (decisions.md R7), registered with `register_config!` and listed
 //! by `edmips list --kind config`.
 //!
 //! | name | mode |

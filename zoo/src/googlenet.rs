@@ -1,5 +1,5 @@
-//! GoogLeNet in the EdMIPS topology (`mixgoogle.py` / `quant_googlenet.py`; spec §4.3,
-//! decisions D15, D16, D18).
+//! GoogLeNet in the EdMIPS topology (`mixgoogle.py` / `quant_googlenet.py`; decisions.md R10,
+//! D15, D16, D18).
 //!
 //! Szegedy et al., "Going Deeper with Convolutions", CVPR 2015, as modified by Cai &
 //! Vasconcelos, "Rethinking Differentiable Search for Mixed-Precision Neural Networks", CVPR

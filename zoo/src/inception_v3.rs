@@ -1,5 +1,5 @@
-//! Inception-V3 in the EdMIPS topology (`mixinception.py` / `quant_inception.py`; spec §4.4,
-//! decisions D2, D15, D17, D18).
+//! Inception-V3 in the EdMIPS topology (`mixinception.py` / `quant_inception.py`; decisions.md R11,
+//! D2, D15, D17, D18).
 //!
 //! Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016, as
 //! modified by Cai & Vasconcelos, "Rethinking Differentiable Search for Mixed-Precision Neural

@@ -1,5 +1,5 @@
-//! ResNet-18 and ResNet-50 in the EdMIPS topology (`mixresnet.py` / `quant_resnet.py`; spec
-//! §4.2, decisions D14, D15, D18).
+//! ResNet-18 and ResNet-50 in the EdMIPS topology (`mixresnet.py` / `quant_resnet.py`; decisions.md
+//! R8, D14, D15, D18).
 //!
 //! He et al., "Deep Residual Learning for Image Recognition", CVPR 2016, as modified by Cai &
 //! Vasconcelos, "Rethinking Differentiable Search for Mixed-Precision Neural Networks", CVPR

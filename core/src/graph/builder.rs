@@ -37,7 +37,7 @@ impl Pad {
     }
 }
 
-/// Weight initialisation of convolutions (decision D18). Linear layers keep PyTorch's default
+/// Weight initialisation of convolutions (D18). Linear layers keep PyTorch's default
 /// (`U(±1/sqrt(fan_in))` for weight and bias) unless the scheme is a truncated normal.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum InitScheme {

@@ -10,7 +10,7 @@
 //!     [`Weight`](ParamGroup::Weight)), `<name>.running_mean` = 0 and `<name>.running_var` = 1
 //!     (group [`Buffer`](ParamGroup::Buffer));
 //!   * linear: `<name>.weight` `[out, in]` and `<name>.bias`.
-//! * **Initialisation** (decision D18) draws from one [`Rng`] seeded with the network seed, in
+//! * **Initialisation** (D18) draws from one [`Rng`] seeded with the network seed, in
 //!   declaration order: convolutions by their [`InitScheme`] (He fan-out or truncated normal);
 //!   linear weights by PyTorch's default `U(±1/sqrt(in))` (or the truncated normal when that is
 //!   the scheme) and linear biases always by PyTorch's default.
@@ -34,7 +34,7 @@ use crate::ops::avg_pool::avg_pool2d;
 use crate::ops::batch_norm::{batch_norm_eval, batch_norm_train, BatchNormParams};
 use crate::ops::max_pool::max_pool2d;
 use crate::params::{ParamGroup, ParamStore};
-use crate::traits::quantizer::FULL_PRECISION_BITS;
+use crate::bits::{check_candidates, check_layer_bits, FULL_PRECISION_BITS};
 use crate::traits::{BitDistribution, Operand, Quantizer, RelaxContext, Relaxation};
 
 /// How the quantizable convolutions of a network are built.
@@ -118,22 +118,15 @@ fn layer_err(l: &LayerInfo, e: impl std::fmt::Display) -> Error {
     Error::msg(format!("layer {} `{}`: {e}", l.index, l.name))
 }
 
-/// Checks `mode` against the quantizers for every layer; errors name the layer.
+/// Checks `mode` against the quantizers for every layer ([`crate::bits`]); errors name the
+/// layer.
 fn validate_mode(mode: &LayerMode, layers: &[LayerInfo], act: &dyn Quantizer, weight: &dyn Quantizer) -> Result<()> {
     match mode {
-        LayerMode::Search { wbits, abits } => {
-            if wbits.is_empty() || abits.is_empty() {
-                return Err(Error::msg("search mode needs at least one weight and one activation bit candidate"));
-            }
-            for l in layers {
-                for &b in abits {
-                    act.check(Operand::Activation, b).map_err(|e| layer_err(l, e))?;
-                }
-                for &b in wbits {
-                    weight.check(Operand::Weight, b).map_err(|e| layer_err(l, e))?;
-                }
-            }
-        }
+        // The candidates are the same for every layer: a bad one is reported at the first.
+        LayerMode::Search { wbits, abits } => check_candidates(wbits, abits, act, weight).map_err(|e| match layers.first() {
+            Some(l) if !wbits.is_empty() && !abits.is_empty() => layer_err(l, e),
+            _ => e,
+        }),
         LayerMode::Fixed(bits) => {
             if bits.len() != layers.len() {
                 return Err(Error::msg(format!(
@@ -143,18 +136,14 @@ fn validate_mode(mode: &LayerMode, layers: &[LayerInfo], act: &dyn Quantizer, we
                 )));
             }
             for (l, &(w, a)) in layers.iter().zip(bits) {
-                act.check(Operand::Activation, a).map_err(|e| layer_err(l, e))?;
-                if w != FULL_PRECISION_BITS {
-                    weight.check(Operand::Weight, w).map_err(|e| layer_err(l, e))?;
-                }
+                check_layer_bits(w, a, act, weight).map_err(|e| layer_err(l, e))?;
             }
+            Ok(())
         }
-        LayerMode::FullPrecision => {
-            act.check(Operand::Activation, FULL_PRECISION_BITS)
-                .map_err(|e| Error::msg(format!("full precision needs the activation quantizer's 32-bit form: {e}")))?;
-        }
+        LayerMode::FullPrecision => act
+            .check(Operand::Activation, FULL_PRECISION_BITS)
+            .map_err(|e| Error::msg(format!("full precision needs the activation quantizer's 32-bit form: {e}"))),
     }
-    Ok(())
 }
 
 fn conv_init(rng: &mut Rng, init: InitScheme, out: usize, kh: usize, kw: usize, n: usize) -> Vec<f32> {
@@ -165,7 +154,7 @@ fn conv_init(rng: &mut Rng, init: InitScheme, out: usize, kh: usize, kw: usize, 
 }
 
 impl Network {
-    /// Creates every parameter (seeded initialisation, decision D18) and validates the bits
+    /// Creates every parameter (seeded initialisation, D18) and validates the bits
     /// against the quantizers; an unsupported bit width is an error naming the layer.
     pub fn new(graph: Graph, setup: NetworkSetup, device: &Device, seed: u64) -> Result<Self> {
         let NetworkSetup { mode, act_quantizer, weight_quantizer, relaxation } = setup;

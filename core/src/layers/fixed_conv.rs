@@ -1,4 +1,4 @@
-//! The fixed-precision convolution of retraining (`QuantActivConv2d`, spec §1.5).
+//! The fixed-precision convolution of retraining (`QuantActivConv2d`, decisions.md R3).
 
 use std::sync::Arc;
 
@@ -7,7 +7,7 @@ use candle_core::{Tensor, Var};
 use crate::error::Result;
 use crate::layer_info::LayerInfo;
 use crate::ops::conv::conv2d;
-use crate::traits::quantizer::FULL_PRECISION_BITS;
+use crate::bits::{check_layer_bits, Precision};
 use crate::traits::{Operand, Quantizer};
 
 /// `y = conv(Q_abit(x), Q_wbit(W))`, no bias.
@@ -32,13 +32,9 @@ pub struct FixedConv {
 }
 
 impl FixedConv {
-    /// Checks the bits against the quantizers.
+    /// Checks the bits against the quantizers ([`check_layer_bits`]).
     pub fn validate(&self) -> Result<()> {
-        self.act_quantizer.check(Operand::Activation, self.abit)?;
-        if self.wbit != FULL_PRECISION_BITS {
-            self.weight_quantizer.check(Operand::Weight, self.wbit)?;
-        }
-        Ok(())
+        check_layer_bits(self.wbit, self.abit, self.act_quantizer.as_ref(), self.weight_quantizer.as_ref())
     }
 
     /// Forward pass.
@@ -46,7 +42,7 @@ impl FixedConv {
         super::check_input(&self.info, x)?;
         let xq = self.act_quantizer.quantize(x, Operand::Activation, self.abit)?;
         let w = self.weight.as_tensor();
-        let wq = if self.wbit == FULL_PRECISION_BITS {
+        let wq = if Precision::is_full(self.wbit) {
             w.clone()
         } else {
             self.weight_quantizer.quantize(w, Operand::Weight, self.wbit)?

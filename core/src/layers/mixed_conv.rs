@@ -1,9 +1,10 @@
-//! The searchable convolution of EdMIPS (`MixActivConv2d` with a shared weight, spec §2).
+//! The searchable convolution of EdMIPS (`MixActivConv2d` with a shared weight, decisions.md R4).
 
 use std::sync::Arc;
 
 use candle_core::{Tensor, Var};
 
+use crate::bits::check_candidates;
 use crate::error::Result;
 use crate::layer_info::LayerInfo;
 use crate::ops::conv::conv2d;
@@ -50,13 +51,7 @@ pub struct MixedOutput {
 impl MixedConv {
     /// Checks every candidate against the quantizers, so a bad bit list fails at build time.
     pub fn validate(&self) -> Result<()> {
-        for &b in &self.abits {
-            self.act_quantizer.check(Operand::Activation, b)?;
-        }
-        for &b in &self.wbits {
-            self.weight_quantizer.check(Operand::Weight, b)?;
-        }
-        Ok(())
+        check_candidates(&self.wbits, &self.abits, self.act_quantizer.as_ref(), self.weight_quantizer.as_ref())
     }
 
     /// The activation distribution for the current logits.

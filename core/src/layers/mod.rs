@@ -1,5 +1,5 @@
-//! Layers built from the plugins: the searchable [`MixedConv`] (spec §2), the fixed-bit
-//! [`FixedConv`] (spec §1.5) and the plain full-precision [`Conv`].
+//! Layers built from the plugins: the searchable [`MixedConv`] (decisions.md R4), the fixed-bit
+//! [`FixedConv`] (decisions.md R3) and the plain full-precision [`Conv`].
 //!
 //! Each layer checks its input against the [`LayerInfo`](crate::LayerInfo) the builder
 //! inferred, so a wrong input size is an error naming the layer, not a silent mismatch.

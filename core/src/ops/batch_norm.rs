@@ -1,5 +1,5 @@
 //! Batch normalisation over the channels of an `[N, C, H, W]` tensor, PyTorch semantics
-//! (spec §4.2 "BN details"), composed from candle tensor ops (device-generic, autograd for
+//! (decisions.md R9), composed from candle tensor ops (device-generic, autograd for
 //! free).
 //!
 //! * **Train**: normalise with the batch mean and the **biased** batch variance; then update

@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 /// The unbiased (divisor `n-1`) standard deviation of all elements of `x`, detached from the
 /// graph, as a 1-element f32 tensor on `x`'s device.
 ///
-/// It is computed in f64 and rounded once to f32, which reproduces PyTorch's f32 `std()` (spec
-/// §1.3). No host synchronisation: the value stays on the device.
+/// It is computed in f64 and rounded once to f32, which reproduces PyTorch's f32 `std()` (decisions.md
+/// R1, D5). No host synchronisation: the value stays on the device.
 pub fn unbiased_std(x: &Tensor) -> Result<Tensor> {
     let n = x.elem_count();
     if n < 2 {

@@ -9,14 +9,13 @@
 //!
 //! ```
 //! use edmips_core::candle::{Device, Tensor};
-//! use edmips_core::{BitDistribution, ComplexityCost, CostSummary, LayerBits, LayerInfo, Result};
+//! use edmips_core::{BitDistribution, ComplexityCost, CostSummary, LayerBits, LayerInfo, Metric, Result};
 //!
 //! /// Weight memory in Mbit: param_size · E[wbits]; activations are free.
 //! #[derive(Debug)]
 //! struct ModelSize;
 //! impl ComplexityCost for ModelSize {
 //!     fn id(&self) -> &str { "model_size" }
-//!     fn unit(&self) -> &str { "Mbit" }
 //!     fn layer_cost(&self, l: &LayerInfo, _a: &BitDistribution, w: &BitDistribution) -> Result<Tensor> {
 //!         Ok((w.expected()? * l.param_size())?)
 //!     }
@@ -24,7 +23,8 @@
 //!     fn discrete_cost(&self, l: &LayerInfo, bits: LayerBits) -> f64 { l.param_size() * bits.wbit }
 //!     fn summarize(&self, layers: &[LayerInfo], bits: &[LayerBits]) -> CostSummary {
 //!         let total: f64 = layers.iter().zip(bits).map(|(l, b)| self.discrete_cost(l, *b)).sum();
-//!         CostSummary { headline: ("size".into(), total), metrics: vec![("size".into(), total, "Mbit".into())] }
+//!         let size = Metric::new("size", total, "Mbit");
+//!         CostSummary { headline: size.clone(), metrics: vec![size] }
 //!     }
 //! }
 //! ```
@@ -64,19 +64,37 @@ pub struct LayerBits {
     pub abit: f64,
 }
 
+/// One named figure of a cost summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// Name, e.g. `bitops`.
+    pub name: String,
+    /// Value.
+    pub value: f64,
+    /// Unit, e.g. `MBitOps` (empty for a pure number).
+    pub unit: String,
+}
+
+impl Metric {
+    /// A metric.
+    pub fn new(name: impl Into<String>, value: f64, unit: impl Into<String>) -> Self {
+        Metric { name: name.into(), value, unit: unit.into() }
+    }
+}
+
 /// A cost's summary of an allocation: named metrics, and one headline figure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CostSummary {
     /// The figure that stands for the whole allocation (EdMIPS: normalised bit).
-    pub headline: (String, f64),
-    /// (name, value, unit) in display order.
-    pub metrics: Vec<(String, f64, String)>,
+    pub headline: Metric,
+    /// Every metric, in display order.
+    pub metrics: Vec<Metric>,
 }
 
 impl CostSummary {
     /// The value of the metric called `name`, if present.
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.metrics.iter().find(|m| m.0 == name).map(|m| m.1)
+        self.metrics.iter().find(|m| m.name == name).map(|m| m.value)
     }
 }
 
@@ -84,9 +102,6 @@ impl CostSummary {
 pub trait ComplexityCost: Send + Sync + fmt::Debug {
     /// The registry id.
     fn id(&self) -> &str;
-
-    /// Unit of the relaxed cost's numerator (e.g. `MBitOps`).
-    fn unit(&self) -> &str;
 
     /// Differentiable cost of one layer under relaxed activation and weight bit distributions.
     fn layer_cost(&self, layer: &LayerInfo, act: &BitDistribution, weight: &BitDistribution) -> Result<Tensor>;
@@ -107,6 +122,23 @@ pub trait ComplexityCost: Send + Sync + fmt::Debug {
             acc = acc.add(c)?;
         }
         Ok((acc / norm)?)
+    }
+
+    /// The network's differentiable complexity: [`layer_cost`](Self::layer_cost) of every
+    /// searchable layer under its `(activation, weight)` distributions, then
+    /// [`network_cost`](Self::network_cost). This is the term the search loss adds, times `cd`.
+    fn complexity(&self, layers: &[LayerInfo], dists: &[(BitDistribution, BitDistribution)]) -> Result<Tensor> {
+        if layers.len() != dists.len() {
+            return Err(crate::Error::msg(format!(
+                "cost `{}`: {} searchable layers but {} bit distributions",
+                self.id(),
+                layers.len(),
+                dists.len()
+            )));
+        }
+        let costs: Vec<Tensor> =
+            layers.iter().zip(dists).map(|(l, (a, w))| self.layer_cost(l, a, w)).collect::<Result<_>>()?;
+        self.network_cost(layers, &costs)
     }
 
     /// Exact cost of one layer at fixed bits (fractional bits give the expected-value cost).

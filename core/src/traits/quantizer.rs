@@ -46,9 +46,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
-/// Bit width that means "not quantized" (full precision).
-pub const FULL_PRECISION_BITS: u32 = 32;
-
 /// The tensor a quantizer is applied to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -2,7 +2,7 @@
 //! weights during search, and into a discrete choice at the end.
 //!
 //! EdMIPS uses `softmax`: logits start at 0.01 (uniform), the weights are `softmax(logits)`,
-//! and the final pick is the argmax with ties to the first index (decision D9).
+//! and the final pick is the argmax with ties to the first index (D9).
 //!
 //! # Example
 //!

@@ -1,15 +1,15 @@
-//! BitOps, the complexity of EdMIPS (spec §3).
+//! BitOps, the complexity of EdMIPS (decisions.md R5).
 //!
 //! * Relaxed, per layer: `size_product · E[abits] · E[wbits]` (f32, in that order).
 //! * Network: the layer costs summed in declaration order, divided by the **first** searchable
-//!   layer's `size_product` (decision D3; this is why `--cd` differs so much per network).
+//!   layer's `size_product` (D3; this is why `--cd` differs so much per network).
 //! * Discrete: BitOps `Σ sp·a·w` (M·bit²), bita `Σ memory_size·a` (K·bit), bitw
 //!   `Σ param_size·w` (M·bit), and the README's normalised bit `sqrt(BitOps / Σ sp)`.
 //!
-//! `size_product` uses the input size / stride² (decision D2), as [`LayerInfo`] computes it.
+//! `size_product` uses the input size / stride² (D2), as [`LayerInfo`] computes it.
 
 use edmips_core::candle::Tensor;
-use edmips_core::{BitDistribution, ComplexityCost, CostSummary, LayerBits, LayerInfo, Params, Result, Table};
+use edmips_core::{BitDistribution, ComplexityCost, CostSummary, LayerBits, LayerInfo, Metric, Params, Result, Table};
 
 /// The BitOps cost (no parameters).
 #[derive(Debug, Clone, Copy, Default)]
@@ -63,10 +63,6 @@ impl ComplexityCost for BitOps {
         "bitops"
     }
 
-    fn unit(&self) -> &str {
-        "MBitOps"
-    }
-
     fn layer_cost(&self, layer: &LayerInfo, act: &BitDistribution, weight: &BitDistribution) -> Result<Tensor> {
         let ea = act.expected()?;
         let ew = weight.expected()?;
@@ -84,15 +80,15 @@ impl ComplexityCost for BitOps {
     fn summarize(&self, layers: &[LayerInfo], bits: &[LayerBits]) -> CostSummary {
         let t = Self::totals(layers, bits);
         CostSummary {
-            headline: ("bit".into(), t.normalized_bit()),
+            headline: Metric::new("bit", t.normalized_bit(), "bit"),
             metrics: vec![
-                ("bitops".into(), t.bitops, "MBitOps".into()),
-                ("bit".into(), t.normalized_bit(), "bit".into()),
-                ("bita".into(), t.bita, "Kbit".into()),
-                ("bitw".into(), t.bitw, "Mbit".into()),
-                ("mean_abit".into(), t.bita / t.memory_size, "bit".into()),
-                ("mean_wbit".into(), t.bitw / t.param_size, "bit".into()),
-                ("size_product".into(), t.size_product, "M".into()),
+                Metric::new("bitops", t.bitops, "MBitOps"),
+                Metric::new("bit", t.normalized_bit(), "bit"),
+                Metric::new("bita", t.bita, "Kbit"),
+                Metric::new("bitw", t.bitw, "Mbit"),
+                Metric::new("mean_abit", t.bita / t.memory_size, "bit"),
+                Metric::new("mean_wbit", t.bitw / t.param_size, "bit"),
+                Metric::new("size_product", t.size_product, "M"),
             ],
         }
     }

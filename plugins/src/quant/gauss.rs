@@ -1,7 +1,7 @@
-//! The Gaussian weight quantizer of EdMIPS (spec §1.3): a mid-rise uniform quantizer whose step
+//! The Gaussian weight quantizer of EdMIPS (decisions.md R1): a mid-rise uniform quantizer whose step
 //! is the optimal one for a Gaussian, scaled by the weight tensor's standard deviation.
 //!
-//! With `σ` the unbiased std of the whole tensor (detached; decision D5), `step = g_b · σ`
+//! With `σ` the unbiased std of the whole tensor (detached; D5), `step = g_b · σ`
 //! (table [`GAUSS_STEPS`], computed in f64 then rounded to f32), `L = 2^(b-1)` and
 //! `thr = (L - 0.5) · step`:
 //! `y = clamp((round_half_even(W/step + 0.5) - 0.5) · step, -thr, thr)`. The levels are

@@ -1,15 +1,15 @@
 //! HWGQ: the half-wave Gaussian activation quantizer (Cai et al., "Deep Learning with Low
-//! Precision by Half-wave Gaussian Quantization", CVPR 2017), as EdMIPS uses it (spec §1.2).
+//! Precision by Half-wave Gaussian Quantization", CVPR 2017), as EdMIPS uses it (decisions.md R1).
 //!
 //! For `bits` in 1..=4 with step `s` (table [`HWGQ_STEPS`]) and `thr = s·(2^bits - 1)`:
 //! `y = round_half_even(clamp(x, 0, thr) / s) · s`, in f32 with `s` and `thr` rounded to f32
 //! first and a true division. The straight-through gradient is `g · 1[0 <= x <= thr]`, the
-//! **closed** interval (decision D1). For `bits >= 32` it is `max(x, 0)` with gradient
+//! **closed** interval (D1). For `bits = 32` (full precision) it is `max(x, 0)` with gradient
 //! `1[x >= 0]` (passing at 0). HWGQ is the networks' nonlinearity: no ReLU precedes it.
 
 use edmips_core::candle::{Device, Tensor};
 use edmips_core::ops::mixture::{mixture, ElementQuantizer};
-use edmips_core::{Operand, Params, Quantizer, Result, Table, FULL_PRECISION_BITS};
+use edmips_core::{Operand, Params, Precision, Quantizer, Result, Table};
 
 use super::unsupported;
 
@@ -64,7 +64,7 @@ impl Hwgq {
 
     /// Branch parameters `[step, thr, full_precision]` for `bits` (f32, as the kernel uses them).
     pub fn branch_params(bits: u32) -> Option<[f32; 3]> {
-        if bits >= FULL_PRECISION_BITS {
+        if Precision::is_full(bits) {
             return Some([0.0, 0.0, 1.0]);
         }
         let s = Self::step(bits)?;
@@ -88,7 +88,7 @@ impl Quantizer for Hwgq {
     }
 
     fn check(&self, operand: Operand, bits: u32) -> Result<()> {
-        let ok = operand == Operand::Activation && (bits >= FULL_PRECISION_BITS || Self::step(bits).is_some());
+        let ok = operand == Operand::Activation && (Precision::is_full(bits) || Self::step(bits).is_some());
         if ok {
             Ok(())
         } else {

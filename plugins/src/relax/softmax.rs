@@ -1,6 +1,6 @@
-//! The softmax relaxation of EdMIPS (spec §2): logits start at 0.01 (uniform weights), mixing
+//! The softmax relaxation of EdMIPS (decisions.md R4): logits start at 0.01 (uniform weights), mixing
 //! weights are `softmax(logits / T)` (T = 1 in the reference), and the discrete pick is the
-//! argmax with ties to the first index (decision D9).
+//! argmax with ties to the first index (D9).
 
 use edmips_core::candle::{DType, Tensor};
 use edmips_core::{Error, Params, RelaxContext, Relaxation, Result, Table};
