@@ -7,13 +7,16 @@ use edmips::core::candle::{DType, Device, Tensor, Var};
 use edmips::core::{CostSummary, Error, LayerBits, LayerInfo, LayerKind, Metric, Params, Table};
 use edmips::{registry, BitDistribution, ComplexityCost, PluginSpec, RelaxContext, Result};
 
+/// The registry id, written once.
+const ID: &str = "model_size";
+
 /// Weight memory: `param_size · E[wbit]` Mbit per layer, normalised by the 32-bit model size.
 #[derive(Debug)]
 struct ModelSize;
 
 impl ComplexityCost for ModelSize {
     fn id(&self) -> &str {
-        "model_size"
+        ID
     }
     fn layer_cost(&self, layer: &LayerInfo, _act: &BitDistribution, weight: &BitDistribution) -> Result<Tensor> {
         Ok(weight.expected()?.affine(layer.param_size(), 0.0)?)
@@ -35,12 +38,12 @@ impl ComplexityCost for ModelSize {
 }
 
 fn build(t: &Table) -> Result<Box<dyn ComplexityCost>> {
-    Params::new("model_size", t).deny_unknown(&[])?;
+    Params::new(ID, t).deny_unknown(&[])?;
     Ok(Box::new(ModelSize))
 }
 
 edmips::core::register_cost! {
-    id: "model_size",
+    id: ID,
     summary: "Example: weight memory in Mbit, normalised by the 32-bit model",
     build: build,
 }

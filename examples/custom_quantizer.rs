@@ -9,14 +9,32 @@ use std::sync::Arc;
 use edmips::core::candle::{Device, Tensor, Var};
 use edmips::core::layers::MixedConv;
 use edmips::core::ops::mixture::{mixture, ElementQuantizer};
-use edmips::core::{Error, LayerInfo, LayerKind, Params, Table};
+use edmips::core::{parse_params, Error, LayerInfo, LayerKind, Table};
 use edmips::plugins::{Gauss, Softmax};
 use edmips::{registry, Operand, PluginSpec, Quantizer, RelaxContext, Result};
+use serde::{Deserialize, Serialize};
+
+/// The registry id, written once.
+const ID: &str = "uniform_act";
 
 /// `y = round(clamp(x, 0, clip) / s) · s` with `s = clip / (2^b - 1)`; STE masked by the clip.
 #[derive(Debug)]
 struct UniformAct {
     clip: f32,
+}
+
+/// The plugin's parameters, written once: names, types and defaults (what `edmips list` shows).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default)]
+struct UniformActParams {
+    /// The clip value of the activations.
+    clip: f64,
+}
+
+impl Default for UniformActParams {
+    fn default() -> Self {
+        UniformActParams { clip: 2.0 }
+    }
 }
 
 /// The per-element function; branch parameters are `[step, clip]`.
@@ -50,14 +68,14 @@ impl UniformAct {
 
 impl Quantizer for UniformAct {
     fn id(&self) -> &str {
-        "uniform_act"
+        ID
     }
     fn check(&self, operand: Operand, bits: u32) -> Result<()> {
         if operand == Operand::Activation && (1..=8).contains(&bits) {
             Ok(())
         } else {
             Err(Error::UnsupportedBits {
-                quantizer: "uniform_act".into(),
+                quantizer: ID.into(),
                 operand: operand.to_string(),
                 bits,
                 expected: "activations with 1 to 8 bits".into(),
@@ -76,26 +94,18 @@ impl Quantizer for UniformAct {
     }
 }
 
-fn defaults() -> Table {
-    let mut t = Table::new();
-    t.insert("clip".into(), toml::Value::Float(2.0));
-    t
-}
-
 fn build(t: &Table) -> Result<Box<dyn Quantizer>> {
-    let p = Params::new("uniform_act", t);
-    p.deny_unknown(&["clip"])?;
-    let clip: f64 = p.get("clip")?;
+    let clip = parse_params::<UniformActParams>(ID, t)?.clip;
     if clip <= 0.0 {
-        return Err(Error::config("uniform_act", "clip", "must be positive"));
+        return Err(Error::config(ID, "clip", "must be positive"));
     }
     Ok(Box::new(UniformAct { clip: clip as f32 }))
 }
 
 edmips::core::register_quantizer! {
-    id: "uniform_act",
+    id: ID,
     summary: "Example: uniform activation quantizer with a fixed clip",
-    defaults: defaults,
+    params: UniformActParams,
     build: build,
 }
 

@@ -8,7 +8,7 @@ use common::*;
 use edmips::core::candle::{Device, Tensor};
 use edmips::core::graph::build_network;
 use edmips::core::init::det_fill;
-use edmips::core::params::ParamGroup;
+use edmips::core::param_store::ParamGroup;
 use edmips::engine::step::{apply_update, cross_entropy, step_loss, Optimizers, SgdParams};
 use edmips::{registry, RelaxContext};
 

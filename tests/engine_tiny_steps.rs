@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use edmips::core::candle::{Device, Tensor};
 use edmips::core::graph::build_network;
-use edmips::core::params::ParamGroup;
+use edmips::core::param_store::ParamGroup;
 use edmips::engine::step::{step_loss, train_step, Optimizers, SgdParams};
 use edmips::{registry, RelaxContext};
 

@@ -30,7 +30,7 @@ use common::*;
 use edmips::core::candle::{DType, Device, Tensor};
 use edmips::core::graph::build_network;
 use edmips::core::init::det_fill;
-use edmips::core::params::ParamGroup;
+use edmips::core::param_store::ParamGroup;
 use edmips::core::{ModelConfig, PluginSpec};
 use edmips::{registry, RelaxContext};
 

@@ -10,7 +10,7 @@ use common::*;
 use edmips::core::arch_file::{arch_json, check_arch_bits, load_arch_file, parse_arch};
 use edmips::core::candle::{DType, Device, Tensor};
 use edmips::core::graph::{build_network, LayerMode, Network};
-use edmips::core::params::ParamGroup;
+use edmips::core::param_store::ParamGroup;
 use edmips::plugins::{BitOps, Gauss, Hwgq};
 use edmips::{registry, ComplexityCost, RelaxContext};
 

@@ -14,9 +14,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::bits::check_layer_bits;
 use crate::error::{Error, Result};
 use crate::layer_info::LayerInfo;
-use crate::bits::check_layer_bits;
 use crate::traits::Quantizer;
 
 fn err(path: &Path, message: impl Into<String>) -> Error {

@@ -105,6 +105,8 @@ mod tests {
     }
 
     #[test]
+    // The literal is the reference value as printed; it rounds to the f32 the test compares.
+    #[allow(clippy::excessive_precision)]
     fn resnet18_first_layer_sizes_match_the_reference_buffers() {
         let l = conv(64, 64, 3, 1, 56);
         assert_eq!(l.size_product(), 115.605_506_896_972_66_f32);

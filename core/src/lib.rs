@@ -33,7 +33,6 @@
 
 pub mod arch_file;
 pub mod bits;
-pub mod config;
 pub mod error;
 pub mod graph;
 pub mod init;
@@ -41,18 +40,19 @@ pub mod layer_info;
 pub mod layers;
 pub mod model_config;
 pub mod ops;
-pub mod params;
+pub mod param_store;
+pub mod plugin_params;
 pub mod registry;
 pub mod traits;
 
+pub use bits::{Precision, FULL_PRECISION_BITS};
 pub use candle_core as candle;
-pub use config::{Params, PluginSpec, Table};
 pub use error::{Error, Result};
 pub use layer_info::{LayerInfo, LayerKind};
 pub use model_config::{FixedBits, ModelConfig, QuantMode};
+pub use plugin_params::{defaults_of, parse_params, Params, PluginSpec, Table};
 pub use traits::backbone::{Backbone, InputSpec};
 pub use traits::cost::{BitDistribution, ComplexityCost, CostSummary, LayerBits, Metric};
-pub use bits::{Precision, FULL_PRECISION_BITS};
 pub use traits::quantizer::{compose_mixture, Operand, Quantizer};
 pub use traits::relaxation::{argmax_first, RelaxContext, Relaxation};
 

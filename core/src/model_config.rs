@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::PluginSpec;
+use crate::plugin_params::PluginSpec;
 
 /// Per-layer bits of a fixed-precision (retrain) network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,8 +25,8 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::config::{merge_defaults, PluginSpec, Table};
 use crate::error::{Error, Result};
+use crate::plugin_params::{merge_defaults, PluginSpec, Table};
 use crate::traits::{Backbone, ComplexityCost, Quantizer, Relaxation};
 
 /// The kinds of registry.
@@ -200,8 +200,33 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// The plugin a registry entry built must report the id it was registered under: the
+/// registration is the one source of a plugin's id, and this check keeps `fn id()` true to it.
+fn check_id<T: ?Sized>(kind: PluginKind, entry: &Entry<T>, reported: &str) -> Result<()> {
+    if reported == entry.id {
+        Ok(())
+    } else {
+        Err(Error::msg(format!(
+            "{kind} `{}` (registered by `{}`) reports id `{reported}`; its `id()` must return the registered id",
+            entry.id, entry.module
+        )))
+    }
+}
+
 macro_rules! kind_api {
     ($entry:ty, $kind:expr, $all:ident, $one:ident, $make:ident, $tr:ty) => {
+        kind_api!(@lookup $entry, $kind, $all, $one);
+
+        #[doc = concat!("Builds the plugin a [`PluginSpec`] names, with its parameters merged over the defaults; ",
+            "the plugin must report the id it is registered under.")]
+        pub fn $make(spec: &PluginSpec) -> Result<Box<$tr>> {
+            let entry = $one(&spec.id)?;
+            let plugin = entry.create(&spec.params)?;
+            check_id($kind, entry, plugin.id())?;
+            Ok(plugin)
+        }
+    };
+    (@lookup $entry:ty, $kind:expr, $all:ident, $one:ident) => {
         #[doc = concat!("Every `", stringify!($all), "` registration, sorted by id (errors on a duplicate id).")]
         pub fn $all() -> Result<Vec<&'static $entry>> {
             checked($kind, inventory::iter::<$entry>.into_iter().collect())
@@ -212,10 +237,6 @@ macro_rules! kind_api {
             find($kind, inventory::iter::<$entry>.into_iter().collect(), id)
         }
 
-        #[doc = concat!("Builds the plugin a [`PluginSpec`] names, with its parameters merged over the defaults.")]
-        pub fn $make(spec: &PluginSpec) -> Result<Box<$tr>> {
-            $one(&spec.id)?.create(&spec.params)
-        }
     };
 }
 
@@ -223,7 +244,12 @@ kind_api!(QuantizerEntry, PluginKind::Quantizer, quantizers, quantizer, build_qu
 kind_api!(RelaxationEntry, PluginKind::Relaxation, relaxations, relaxation, build_relaxation, dyn Relaxation);
 kind_api!(CostEntry, PluginKind::Cost, costs, cost, build_cost, dyn ComplexityCost);
 kind_api!(BackboneEntry, PluginKind::Backbone, backbones, backbone, build_backbone, dyn Backbone);
-kind_api!(ConfigEntry, PluginKind::Config, configs, config, build_config, crate::model_config::ModelConfig);
+kind_api!(@lookup ConfigEntry, PluginKind::Config, configs, config);
+
+/// Builds the named configuration a [`PluginSpec`] names.
+pub fn build_config(spec: &PluginSpec) -> Result<Box<crate::model_config::ModelConfig>> {
+    config(&spec.id)?.create(&spec.params)
+}
 
 fn infos<T: ?Sized>(kind: PluginKind, v: Vec<&'static Entry<T>>) -> Vec<EntryInfo> {
     v.into_iter()
@@ -248,8 +274,13 @@ pub fn list(kind: PluginKind) -> Result<Vec<EntryInfo>> {
     })
 }
 
-/// Registers a [`Quantizer`]. Fields: `id`, `summary`, `defaults` (a `fn() -> Table`, optional),
-/// `build` (a `fn(&Table) -> Result<Box<dyn Quantizer>>`).
+/// Registers a [`Quantizer`]. Fields: `id`, `summary`, then optionally `params: T` (the
+/// plugin's typed parameters: a `Serialize + Deserialize + Default` struct whose defaults the
+/// registry and `edmips list` use, see [`parse_params`](crate::parse_params)) or `defaults`
+/// (a `fn() -> Table`), then `build` (a `fn(&Table) -> Result<Box<dyn Quantizer>>`).
+///
+/// The id is written once, here: the plugin's `id()` must return it (the registry checks when
+/// it builds the plugin), so plugin files keep it in one `const ID`.
 ///
 /// ```ignore
 /// edmips_core::register_quantizer! {
@@ -295,8 +326,12 @@ macro_rules! __register {
             <$entry>::new_const($id, $summary, ::core::module_path!(), $defaults, $build)
         }
     };
+    ($entry:ty, id: $id:expr, summary: $summary:expr, params: $params:ty, build: $build:expr $(,)?) => {
+        $crate::__register!($entry, id: $id, summary: $summary,
+            defaults: $crate::plugin_params::defaults_of::<$params>, build: $build);
+    };
     ($entry:ty, id: $id:expr, summary: $summary:expr, build: $build:expr $(,)?) => {
-        $crate::__register!($entry, id: $id, summary: $summary, defaults: $crate::config::Table::new, build: $build);
+        $crate::__register!($entry, id: $id, summary: $summary, defaults: $crate::plugin_params::Table::new, build: $build);
     };
 }
 

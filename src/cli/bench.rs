@@ -86,7 +86,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         BenchWhat::Data { data, arch, workers, batch, max_batches, data_format, json } => {
             let mut cfg = RunConfig::named(arch)?;
             if data.is_none() {
-                super::run_args::fit_embedded_data(&mut cfg);
+                super::default_job::fit_embedded_data(&mut cfg);
             }
             let graph = edmips_core::graph::declare_graph(&cfg.model)?;
             let mut o = DataBenchOptions::new(data.clone(), graph.input.clone());

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod default_job;
 pub mod inspect;
 pub mod list;
 pub mod run_args;

@@ -6,22 +6,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::default_job;
 use crate::data::DataFormat;
-use crate::engine::{RunConfig, RunOptions};
+use crate::engine::{RunConfig, RunKind, RunOptions};
 use anyhow::{Context, Result};
 use clap::Args;
-
-/// The configuration the default job (no DATA) searches.
-pub const DEFAULT_ARCH: &str = "mixres20_w1234a234";
-
-/// Fits a configuration to the embedded Fashion-MNIST subset (1-channel 28x28 images):
-/// ResNet-20 is built for that input; other backbones get the images resized by the loader.
-pub fn fit_embedded_data(cfg: &mut RunConfig) {
-    if cfg.model.backbone.id == "resnet20" {
-        cfg.model.backbone.params.insert("channels".into(), toml::Value::Integer(1));
-        cfg.model.backbone.params.insert("size".into(), toml::Value::Integer(28));
-    }
-}
 
 /// Flags common to search and train.
 #[derive(Args, Debug, Clone)]
@@ -100,19 +89,14 @@ impl RunArgs {
         self.data.is_none()
     }
 
-    /// Resolves the configuration: named config, default-job preset, `--config`, flags, `--set`.
-    /// `extra` applies command-specific flags.
-    pub fn resolve(&self, default_arch: &str, extra: impl FnOnce(&mut RunConfig)) -> Result<RunConfig> {
-        let arch = self.arch.clone().unwrap_or_else(|| default_arch.to_string());
-        let mut cfg = RunConfig::named(&arch)?;
+    /// Resolves the configuration of a `kind` run: named config, default-job preset
+    /// ([`default_job::apply`]), `--config`, flags, `--set`. `extra` applies command-specific
+    /// flags.
+    pub fn resolve(&self, kind: RunKind, extra: impl FnOnce(&mut RunConfig)) -> Result<RunConfig> {
+        let name = self.arch.clone().unwrap_or_else(|| default_job::config_for(kind).to_string());
+        let mut cfg = RunConfig::named(&name)?;
         if self.default_job() {
-            fit_embedded_data(&mut cfg);
-            cfg.model.num_classes = 10;
-            cfg.train.epochs = 2;
-            cfg.train.step_epoch = 1;
-            cfg.train.batch_size = 128;
-            cfg.train.workers = 2;
-            cfg.train.print_freq = 8;
+            default_job::apply(&mut cfg, kind);
         }
         if let Some(p) = &self.config {
             cfg = cfg.merge_file(p)?;

@@ -4,7 +4,7 @@ use crate::engine::{run, RunKind};
 use anyhow::Result;
 use clap::Args;
 
-use super::run_args::{RunArgs, DEFAULT_ARCH};
+use super::run_args::RunArgs;
 
 /// Arguments of `edmips search`.
 #[derive(Args, Debug)]
@@ -21,15 +21,7 @@ pub struct SearchArgs {
 
 /// Runs `edmips search`.
 pub fn run_search(args: &SearchArgs) -> Result<()> {
-    let default_job = args.run.default_job();
-    let cfg = args.run.resolve(DEFAULT_ARCH, |c| {
-        if default_job {
-            // ResNet-20's complexity at uniform logits is ~128; 0.003 makes cd·C ≈ 0.37, the
-            // paper's ResNet-18 setting (0.00335 × 110). The logits get a 10× rate because the
-            // default job is 2 epochs, not 25.
-            c.train.complexity_decay = 0.003;
-            c.train.lra = 0.1;
-        }
+    let cfg = args.run.resolve(RunKind::Search, |c| {
         if let Some(v) = args.lra {
             c.train.lra = v;
         }

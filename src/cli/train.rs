@@ -8,9 +8,6 @@ use clap::Args;
 
 use super::run_args::RunArgs;
 
-/// The configuration the default job retrains.
-const DEFAULT_TRAIN_ARCH: &str = "quantres20_cfg";
-
 /// Arguments of `edmips train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -24,7 +21,7 @@ pub struct TrainArgs {
 
 /// Runs `edmips train`.
 pub fn run_train(args: &TrainArgs) -> Result<()> {
-    let cfg = args.run.resolve(DEFAULT_TRAIN_ARCH, |_| {})?;
+    let cfg = args.run.resolve(RunKind::Train, |_| {})?;
     if let Some(p) = &args.arch_cfg {
         if !p.is_file() {
             anyhow::bail!("--ac `{}`: no such architecture file", p.display());

@@ -56,8 +56,8 @@ pub struct LayerReport {
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArchReport {
-    /// The named configuration.
-    pub arch: String,
+    /// The named configuration the report belongs to.
+    pub config: String,
     /// Epochs completed when the report was made.
     pub epoch: usize,
     /// Per layer, in declaration order.
@@ -71,7 +71,7 @@ pub struct ArchReport {
 
 impl ArchReport {
     /// Builds the report of `net` under `cost`.
-    pub fn new(arch: &str, epoch: usize, net: &Network, cost: &dyn ComplexityCost) -> Result<Self> {
+    pub fn new(config: &str, epoch: usize, net: &Network, cost: &dyn ComplexityCost) -> Result<Self> {
         let chosen = net.chosen_bits()?;
         let infos = net.searchable_layers();
         let dists = match net.mode() {
@@ -117,7 +117,7 @@ impl ArchReport {
         let bits: Vec<LayerBits> = chosen.iter().map(|&(w, a)| LayerBits { wbit: w as f64, abit: a as f64 }).collect();
         let argmax = cost.summarize(infos, &bits);
         let expected = (!expected.is_empty()).then(|| cost.summarize(infos, &expected));
-        Ok(ArchReport { arch: arch.to_string(), epoch, layers, argmax, expected })
+        Ok(ArchReport { config: config.to_string(), epoch, layers, argmax, expected })
     }
 
     /// The chosen `(wbit, abit)` per layer.

@@ -75,7 +75,7 @@ impl StepRunner {
 
     /// Whether this is a search step (both optimisers, complexity term).
     pub fn is_search(&self) -> bool {
-        self.optim.arch.is_some()
+        self.optim.logits.is_some()
     }
 
     /// One forward, backward and update; returns the loss (reading it waits for the device).

@@ -115,7 +115,7 @@ fn bits(r: &ArchReport) -> Result<String> {
             .max()
             .unwrap_or(4) as f64;
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("{}: chosen bits per layer (epoch {})", r.arch, r.epoch), ("sans-serif", 16))
+            .caption(format!("{}: chosen bits per layer (epoch {})", r.config, r.epoch), ("sans-serif", 16))
             .margin(8)
             .x_label_area_size(32)
             .y_label_area_size(40)

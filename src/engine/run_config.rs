@@ -178,7 +178,7 @@ impl RunConfig {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
         let file: toml::Table =
             toml::from_str(&text).map_err(|e| Error::config(path.display().to_string(), "-", e.to_string()))?;
-        let merged = edmips_core::config::merge_defaults(&self.to_table()?, &file);
+        let merged = edmips_core::plugin_params::merge_defaults(&self.to_table()?, &file);
         Self::from_table(merged, &path.display().to_string())
     }
 

@@ -13,7 +13,7 @@
 use candle_core::{DType, Tensor, Var};
 
 use edmips_core::graph::{Forward, Network};
-use edmips_core::params::ParamGroup;
+use edmips_core::param_store::ParamGroup;
 use edmips_core::{ComplexityCost, Error, RelaxContext, Result};
 
 use super::optim::Sgd;
@@ -39,21 +39,21 @@ pub fn param_group(net: &Network, group: ParamGroup) -> Vec<(String, Var)> {
 pub struct Optimizers {
     /// Network weights (conv, batch norm affine, classifier).
     pub weights: Sgd,
-    /// Architecture logits; `None` in a retrain.
-    pub arch: Option<Sgd>,
+    /// Architecture logits (the `lra` group); `None` in a retrain.
+    pub logits: Option<Sgd>,
 }
 
 impl Optimizers {
-    /// SGD over `net`'s weights with `weights`, and over its architecture logits with `arch`
+    /// SGD over `net`'s weights with `weights`, and over its architecture logits with `logits`
     /// when given (a search).
-    pub fn new(net: &Network, weights: SgdParams, arch: Option<SgdParams>) -> Self {
+    pub fn new(net: &Network, weights: SgdParams, logits: Option<SgdParams>) -> Self {
         let sgd = |g: ParamGroup, p: SgdParams| Sgd::new(param_group(net, g), p.lr, p.momentum, p.weight_decay);
-        Optimizers { weights: sgd(ParamGroup::Weight, weights), arch: arch.map(|a| sgd(ParamGroup::Arch, a)) }
+        Optimizers { weights: sgd(ParamGroup::Weight, weights), logits: logits.map(|a| sgd(ParamGroup::Arch, a)) }
     }
 
     /// The logits' learning rate (0 without architecture logits).
-    pub fn arch_lr(&self) -> f64 {
-        self.arch.as_ref().map(|a| a.lr).unwrap_or(0.0)
+    pub fn logits_lr(&self) -> f64 {
+        self.logits.as_ref().map(|a| a.lr).unwrap_or(0.0)
     }
 }
 
@@ -130,7 +130,7 @@ pub fn apply_update(s: StepLoss, optim: &mut Optimizers) -> Result<StepOutcome> 
     }
     let grads = s.loss.backward()?;
     optim.weights.step(&grads)?;
-    if let Some(a) = optim.arch.as_mut() {
+    if let Some(a) = optim.logits.as_mut() {
         a.step(&grads)?;
     }
     drop(grads);

@@ -135,14 +135,14 @@ pub fn parse_device(s: &str) -> Result<Device> {
 
 /// Builds the network a run configuration describes (reading `--ac` when it needs one).
 pub fn build_run_network(cfg: &RunConfig, arch_file: Option<&Path>, device: &Device) -> Result<Network> {
-    let arch = match arch_file {
+    let bits = match arch_file {
         Some(p) => {
             let graph = declare_graph(&cfg.model)?;
             Some(edmips_core::arch_file::load_arch_file(p, graph.searchable_layers())?)
         }
         None => None,
     };
-    build_network(&cfg.model, arch.as_deref(), device, cfg.train.seed)
+    build_network(&cfg.model, bits.as_deref(), device, cfg.train.seed)
 }
 
 /// What one training epoch measured.
@@ -243,7 +243,7 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
         }
         let mut m = ck.momentum;
         optim.weights.set_buffers(m.remove("weight").unwrap_or_default());
-        if let Some(a) = optim.arch.as_mut() {
+        if let Some(a) = optim.logits.as_mut() {
             a.set_buffers(m.remove("arch").unwrap_or_default());
         }
         state = ck.state;
@@ -372,8 +372,8 @@ impl Trainer {
         let tensors: Vec<(String, Tensor)> =
             self.net.params().iter().map(|p| (p.name.clone(), p.var.as_tensor().clone())).collect();
         let empty = HashMap::new();
-        let arch = self.optim.arch.as_ref().map(|a| a.buffers()).unwrap_or(&empty);
-        let momentum = [("weight", self.optim.weights.buffers()), ("arch", arch)];
+        let logits = self.optim.logits.as_ref().map(|a| a.buffers()).unwrap_or(&empty);
+        let momentum = [("weight", self.optim.weights.buffers()), ("arch", logits)];
         checkpoint::save(path, &self.state, &self.cfg, &tensors, &momentum)
     }
 
@@ -387,7 +387,7 @@ impl Trainer {
     fn train_epoch(&mut self, epoch: usize) -> Result<EpochTrain> {
         let t = self.cfg.train.clone();
         self.optim.weights.lr = t.lr_at(epoch);
-        if let Some(a) = self.optim.arch.as_mut() {
+        if let Some(a) = self.optim.logits.as_mut() {
             a.lr = t.lra_at(epoch);
         }
         // The loader counts `max_batches` from `start_batch`: pass what is left of the epoch's cap.
@@ -438,7 +438,7 @@ impl Trainer {
                     step,
                     global_step: self.state.global_step,
                     lr: self.optim.weights.lr,
-                    lra: self.optim.arch_lr(),
+                    lra: self.optim.logits_lr(),
                     ce: ce_m.get(),
                     complexity: comp_m.get(),
                     top1: top1_m.get(),

@@ -24,6 +24,9 @@ use edmips_core::{Backbone, Params, Result, Table};
 
 use crate::basic_quant_conv::bqc;
 
+/// The registry id.
+pub const ID: &str = "googlenet";
+
 /// The EdMIPS GoogLeNet.
 #[derive(Debug, Clone, Default)]
 pub struct GoogLeNet;
@@ -47,7 +50,7 @@ fn inception(b: &mut NetBuilder, name: &str, x: NodeId, w: Widths) -> Result<Nod
 
 impl Backbone for GoogLeNet {
     fn id(&self) -> &str {
-        "googlenet"
+        ID
     }
 
     fn input(&self) -> InputSpec {
@@ -92,12 +95,12 @@ impl Backbone for GoogLeNet {
 }
 
 fn build(t: &Table) -> Result<Box<dyn Backbone>> {
-    Params::new("googlenet", t).deny_unknown(&[])?;
+    Params::new(ID, t).deny_unknown(&[])?;
     Ok(Box::new(GoogLeNet))
 }
 
 edmips_core::register_backbone! {
-    id: "googlenet",
+    id: ID,
     summary: "EdMIPS GoogLeNet (224x224; BN before quantized convs, real 5x5 branch; 56 searchable layers)",
     build: build,
 }

@@ -24,6 +24,9 @@ use edmips_core::{Backbone, Params, Result, Table};
 
 use crate::basic_quant_conv::bqc;
 
+/// The registry id.
+pub const ID: &str = "inception_v3";
+
 /// The EdMIPS Inception-V3.
 #[derive(Debug, Clone, Default)]
 pub struct InceptionV3;
@@ -113,7 +116,7 @@ fn inception_e(b: &mut NetBuilder, m: &str, x: NodeId) -> Result<NodeId> {
 
 impl Backbone for InceptionV3 {
     fn id(&self) -> &str {
-        "inception_v3"
+        ID
     }
 
     fn input(&self) -> InputSpec {
@@ -152,12 +155,12 @@ impl Backbone for InceptionV3 {
 }
 
 fn build(t: &Table) -> Result<Box<dyn Backbone>> {
-    Params::new("inception_v3", t).deny_unknown(&[])?;
+    Params::new(ID, t).deny_unknown(&[])?;
     Ok(Box::new(InceptionV3))
 }
 
 edmips_core::register_backbone! {
-    id: "inception_v3",
+    id: ID,
     summary: "EdMIPS Inception-V3 (299x299; BN before quantized convs, pools count padding; 93 searchable layers)",
     build: build,
 }

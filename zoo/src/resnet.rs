@@ -18,6 +18,11 @@ use edmips_core::{Backbone, Params, Result, Table};
 
 use crate::blocks::{stage, Block};
 
+/// The registry id of ResNet-18.
+pub const ID18: &str = "resnet18";
+/// The registry id of ResNet-50.
+pub const ID50: &str = "resnet50";
+
 /// An EdMIPS ImageNet ResNet.
 #[derive(Debug, Clone)]
 pub struct ResNet {
@@ -29,12 +34,12 @@ pub struct ResNet {
 impl ResNet {
     /// ResNet-18: basic blocks `[2, 2, 2, 2]`.
     pub fn resnet18() -> Self {
-        ResNet { id: "resnet18", block: Block::Basic, blocks: [2, 2, 2, 2] }
+        ResNet { id: ID18, block: Block::Basic, blocks: [2, 2, 2, 2] }
     }
 
     /// ResNet-50: bottleneck blocks `[3, 4, 6, 3]`.
     pub fn resnet50() -> Self {
-        ResNet { id: "resnet50", block: Block::Bottleneck, blocks: [3, 4, 6, 3] }
+        ResNet { id: ID50, block: Block::Bottleneck, blocks: [3, 4, 6, 3] }
     }
 }
 
@@ -66,23 +71,23 @@ impl Backbone for ResNet {
 }
 
 fn build18(t: &Table) -> Result<Box<dyn Backbone>> {
-    Params::new("resnet18", t).deny_unknown(&[])?;
+    Params::new(ID18, t).deny_unknown(&[])?;
     Ok(Box::new(ResNet::resnet18()))
 }
 
 fn build50(t: &Table) -> Result<Box<dyn Backbone>> {
-    Params::new("resnet50", t).deny_unknown(&[])?;
+    Params::new(ID50, t).deny_unknown(&[])?;
     Ok(Box::new(ResNet::resnet50()))
 }
 
 edmips_core::register_backbone! {
-    id: "resnet18",
+    id: ID18,
     summary: "EdMIPS ResNet-18 (224x224; stem conv-maxpool-BN, BN before each quantized conv; 19 searchable layers)",
     build: build18,
 }
 
 edmips_core::register_backbone! {
-    id: "resnet50",
+    id: ID50,
     summary: "EdMIPS ResNet-50 (224x224; bottleneck blocks; 52 searchable layers)",
     build: build50,
 }

@@ -21,9 +21,14 @@
 
 use edmips_core::graph::{InitScheme, NetBuilder, Pad};
 use edmips_core::traits::backbone::InputSpec;
-use edmips_core::{Backbone, Error, Params, Result, Table};
+use serde::{Deserialize, Serialize};
+
+use edmips_core::{parse_params, Backbone, Error, Result, Table};
 
 use crate::blocks::{stage, Block};
+
+/// The registry id.
+pub const ID: &str = "resnet20";
 
 /// Fashion-MNIST mean.
 pub const FASHION_MNIST_MEAN: f32 = 0.2860;
@@ -31,9 +36,12 @@ pub const FASHION_MNIST_MEAN: f32 = 0.2860;
 pub const FASHION_MNIST_STD: f32 = 0.3530;
 
 /// CIFAR ResNet-20.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ResNet20 {
+    /// Input channels: 3 (CIFAR-10) or 1 (Fashion-MNIST).
     channels: usize,
+    /// Input side in pixels (at least 8).
     size: usize,
 }
 
@@ -41,10 +49,10 @@ impl ResNet20 {
     /// A ResNet-20 for `channels` (1 or 3) input channels of `size`×`size`.
     pub fn new(channels: usize, size: usize) -> Result<Self> {
         if channels != 1 && channels != 3 {
-            return Err(Error::config("resnet20", "channels", format!("must be 1 or 3, found {channels}")));
+            return Err(Error::config(ID, "channels", format!("must be 1 or 3, found {channels}")));
         }
         if size < 8 {
-            return Err(Error::config("resnet20", "size", format!("must be at least 8, found {size}")));
+            return Err(Error::config(ID, "size", format!("must be at least 8, found {size}")));
         }
         Ok(ResNet20 { channels, size })
     }
@@ -58,7 +66,7 @@ impl Default for ResNet20 {
 
 impl Backbone for ResNet20 {
     fn id(&self) -> &str {
-        "resnet20"
+        ID
     }
 
     fn input(&self) -> InputSpec {
@@ -93,22 +101,14 @@ impl Backbone for ResNet20 {
     }
 }
 
-fn defaults() -> Table {
-    let mut t = Table::new();
-    t.insert("channels".into(), 3.into());
-    t.insert("size".into(), 32.into());
-    t
-}
-
 fn build(t: &Table) -> Result<Box<dyn Backbone>> {
-    let p = Params::new("resnet20", t);
-    p.deny_unknown(&["channels", "size"])?;
-    Ok(Box::new(ResNet20::new(p.get("channels")?, p.get("size")?)?))
+    let p: ResNet20 = parse_params(ID, t)?;
+    Ok(Box::new(ResNet20::new(p.channels, p.size)?))
 }
 
 edmips_core::register_backbone! {
-    id: "resnet20",
+    id: ID,
     summary: "CIFAR ResNet-20 in EdMIPS style (3 stages x 3 basic blocks; 20 searchable layers)",
-    defaults: defaults,
+    params: ResNet20,
     build: build,
 }

@@ -14,13 +14,16 @@ use edmips_core::{Backbone, Params, Result, Table};
 
 use crate::blocks::{block, Block};
 
+/// The registry id.
+pub const ID: &str = "tiny";
+
 /// The golden tiny network.
 #[derive(Debug, Clone, Default)]
 pub struct Tiny;
 
 impl Backbone for Tiny {
     fn id(&self) -> &str {
-        "tiny"
+        ID
     }
 
     fn input(&self) -> InputSpec {
@@ -44,12 +47,12 @@ impl Backbone for Tiny {
 }
 
 fn build(t: &Table) -> Result<Box<dyn Backbone>> {
-    Params::new("tiny", t).deny_unknown(&[])?;
+    Params::new(ID, t).deny_unknown(&[])?;
     Ok(Box::new(Tiny))
 }
 
 edmips_core::register_backbone! {
-    id: "tiny",
+    id: ID,
     summary: "Tiny 16x16 ResNet of the golden end-to-end test (2 BasicBlocks, 5 searchable layers)",
     build: build,
 }

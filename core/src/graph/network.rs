@@ -26,6 +26,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::builder::{BnOpts, Graph, InitScheme, NodeOp};
+use crate::bits::{check_candidates, check_layer_bits, FULL_PRECISION_BITS};
 use crate::error::{Error, Result};
 use crate::init::{he_fan_out, linear_default, trunc_normal, Rng};
 use crate::layer_info::LayerInfo;
@@ -33,8 +34,7 @@ use crate::layers::{Conv, FixedConv, MixedConv};
 use crate::ops::avg_pool::avg_pool2d;
 use crate::ops::batch_norm::{batch_norm_eval, batch_norm_train, BatchNormParams};
 use crate::ops::max_pool::max_pool2d;
-use crate::params::{ParamGroup, ParamStore};
-use crate::bits::{check_candidates, check_layer_bits, FULL_PRECISION_BITS};
+use crate::param_store::{ParamGroup, ParamStore};
 use crate::traits::{BitDistribution, Operand, Quantizer, RelaxContext, Relaxation};
 
 /// How the quantizable convolutions of a network are built.
@@ -123,10 +123,12 @@ fn layer_err(l: &LayerInfo, e: impl std::fmt::Display) -> Error {
 fn validate_mode(mode: &LayerMode, layers: &[LayerInfo], act: &dyn Quantizer, weight: &dyn Quantizer) -> Result<()> {
     match mode {
         // The candidates are the same for every layer: a bad one is reported at the first.
-        LayerMode::Search { wbits, abits } => check_candidates(wbits, abits, act, weight).map_err(|e| match layers.first() {
-            Some(l) if !wbits.is_empty() && !abits.is_empty() => layer_err(l, e),
-            _ => e,
-        }),
+        LayerMode::Search { wbits, abits } => {
+            check_candidates(wbits, abits, act, weight).map_err(|e| match layers.first() {
+                Some(l) if !wbits.is_empty() && !abits.is_empty() => layer_err(l, e),
+                _ => e,
+            })
+        }
         LayerMode::Fixed(bits) => {
             if bits.len() != layers.len() {
                 return Err(Error::msg(format!(

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use candle_core::{Tensor, Var};
 
+use crate::bits::{check_layer_bits, Precision};
 use crate::error::Result;
 use crate::layer_info::LayerInfo;
 use crate::ops::conv::conv2d;
-use crate::bits::{check_layer_bits, Precision};
 use crate::traits::{Operand, Quantizer};
 
 /// `y = conv(Q_abit(x), Q_wbit(W))`, no bias.

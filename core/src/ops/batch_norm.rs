@@ -1,6 +1,5 @@
 //! Batch normalisation over the channels of an `[N, C, H, W]` tensor, PyTorch semantics
-//! (decisions.md R9), composed from candle tensor ops (device-generic, autograd for
-//! free).
+//! (decisions.md R9): a fused custom op on the CPU in train mode, candle tensor ops elsewhere.
 //!
 //! * **Train**: normalise with the batch mean and the **biased** batch variance; then update
 //!   the running statistics in place, outside the autograd graph:
@@ -68,8 +67,18 @@ fn affine(y: Tensor, p: &BatchNormParams, c: usize) -> Result<Tensor> {
 }
 
 /// Train-mode batch norm: batch statistics, and an in-place running-statistics update.
-/// `name` labels errors.
+/// `name` labels errors. On the CPU the normalisation is the fused op.
 pub fn batch_norm_train(x: &Tensor, p: &BatchNormParams, name: &str) -> Result<Tensor> {
+    train(x, p, name, x.device().is_cpu())
+}
+
+/// [`batch_norm_train`] through the composed candle ops on every device: the path the fused
+/// CPU op replaces, kept for tests and benches that compare the two.
+pub fn batch_norm_train_composed(x: &Tensor, p: &BatchNormParams, name: &str) -> Result<Tensor> {
+    train(x, p, name, false)
+}
+
+fn train(x: &Tensor, p: &BatchNormParams, name: &str, fused: bool) -> Result<Tensor> {
     let c = check(x, p, name)?;
     let (n, _, h, w) = x.dims4()?;
     let count = n * h * w;
@@ -80,7 +89,7 @@ pub fn batch_norm_train(x: &Tensor, p: &BatchNormParams, name: &str) -> Result<T
         )));
     }
     let x = x.to_dtype(DType::F32)?;
-    let (y, mean, var) = if x.device().is_cpu() { fused_train(&x, p, c)? } else { composed_train(&x, p, c)? };
+    let (y, mean, var) = if fused { fused_train(&x, p, c)? } else { composed_train(&x, p, c)? };
 
     // Running statistics: detached, updated in place.
     let m = p.momentum;
@@ -429,37 +438,5 @@ mod tests {
             BatchNormParams { weight: None, bias: None, running_mean: &rm, running_var: &rv, eps: 1e-5, momentum: 0.1 };
         let x = Tensor::zeros((2, 4, 3, 3), DType::F32, &dev).unwrap();
         assert!(batch_norm_train(&x, &p, "bn").unwrap_err().to_string().contains("[N, 3, H, W]"));
-    }
-}
-
-#[cfg(test)]
-mod timing {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    #[ignore]
-    fn time_train_batch_norm() {
-        let dev = Device::Cpu;
-        let x = Var::from_vec(crate::init::det_fill(2 * 256 * 56 * 56, 1, 1.0), (2, 256, 56, 56), &dev).unwrap();
-        let w = Var::ones(256, DType::F32, &dev).unwrap();
-        let b = Var::zeros(256, DType::F32, &dev).unwrap();
-        let rm = Var::zeros(256, DType::F32, &dev).unwrap();
-        let rv = Var::ones(256, DType::F32, &dev).unwrap();
-        let p = BatchNormParams {
-            weight: Some(w.as_tensor()),
-            bias: Some(b.as_tensor()),
-            running_mean: &rm,
-            running_var: &rv,
-            eps: 1e-5,
-            momentum: 0.1,
-        };
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let y = batch_norm_train(x.as_tensor(), &p, "bn").unwrap();
-            let t1 = t.elapsed();
-            let _g = y.sum_all().unwrap().backward().unwrap();
-            eprintln!("bn fwd {:?} fwd+bwd {:?}", t1, t.elapsed());
-        }
     }
 }

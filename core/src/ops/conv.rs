@@ -19,6 +19,12 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Result<
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && w.dtype() == candle_core::DType::F32 {
         return super::conv_cpu::conv2d_cpu(x, w, stride, pad);
     }
+    conv2d_candle(x, w, stride, pad)
+}
+
+/// [`conv2d`] through candle's convolution on any device, with the padding and backward
+/// workaround described there (the path CUDA takes; tested on the CPU as well).
+pub fn conv2d_candle(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Result<Tensor> {
     let [t, b, l, r] = pad;
     let (_, _, h, wd) = x.dims4()?;
     let (_, _, kh, kw) = w.dims4()?;
@@ -77,6 +83,56 @@ mod tests {
             }
         }
         (out, [n, o, oh, ow])
+    }
+
+    /// The candle path (what CUDA runs) on the CPU, where the unequal-remainder workaround
+    /// applies: a non-square input with stride 2 (`(9+2-3) % 2 = 0` rows, `(8+2-3) % 2 = 1`
+    /// column), asymmetric padding, and a 1x7 kernel. Values and both gradients against the f64
+    /// direct convolution (dx by central finite differences of `sum(y · g)`).
+    #[test]
+    fn candle_path_with_the_backward_workaround_matches_direct_convolution() {
+        let dev = Device::Cpu;
+        for (xs, ws, pad, stride) in [
+            ([2, 2, 9, 8], [3, 2, 3, 3], [1, 1, 1, 1], 2),
+            ([1, 2, 7, 10], [2, 2, 1, 7], [0, 0, 3, 3], 2),
+            ([1, 1, 6, 5], [2, 1, 3, 2], [1, 0, 0, 1], 1),
+        ] {
+            let xv = crate::init::det_fill(xs.iter().product(), 3, 1.0);
+            let wv = crate::init::det_fill(ws.iter().product(), 4, 0.5);
+            let x = Var::from_vec(xv.clone(), xs.to_vec(), &dev).unwrap();
+            let w = Var::from_vec(wv.clone(), ws.to_vec(), &dev).unwrap();
+            let y = conv2d_candle(x.as_tensor(), w.as_tensor(), stride, pad).unwrap();
+            let (r, rs) = reference(&xv, xs, &wv, ws, stride, pad);
+            assert_eq!(y.dims(), rs.as_slice(), "{xs:?} {ws:?}");
+            let yv = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (a, b) in yv.iter().zip(&r) {
+                assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b} for {xs:?} {ws:?}");
+            }
+            let gv = crate::init::det_fill(r.len(), 5, 1.0);
+            let g = Tensor::from_vec(gv.clone(), rs.to_vec(), &dev).unwrap();
+            let grads = y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
+            let gx = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let gw = grads.get(w.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(gx.len(), xv.len(), "dx has the input's shape");
+            let obj = |xv: &[f32], wv: &[f32]| -> f64 {
+                reference(xv, xs, wv, ws, stride, pad).0.iter().zip(&gv).map(|(a, b)| a * *b as f64).sum()
+            };
+            let eps = 1e-2f32;
+            for i in 0..xv.len() {
+                let (mut p, mut m) = (xv.clone(), xv.clone());
+                p[i] += eps;
+                m[i] -= eps;
+                let fd = (obj(&p, &wv) - obj(&m, &wv)) / (2.0 * eps as f64);
+                assert!((gx[i] as f64 - fd).abs() < 1e-3, "dx[{i}] {} vs fd {fd} for {xs:?} {ws:?}", gx[i]);
+            }
+            for i in 0..wv.len() {
+                let (mut p, mut m) = (wv.clone(), wv.clone());
+                p[i] += eps;
+                m[i] -= eps;
+                let fd = (obj(&xv, &p) - obj(&xv, &m)) / (2.0 * eps as f64);
+                assert!((gw[i] as f64 - fd).abs() < 1e-3, "dW[{i}] {} vs fd {fd} for {xs:?} {ws:?}", gw[i]);
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,9 @@
 use edmips_core::candle::Tensor;
 use edmips_core::{BitDistribution, ComplexityCost, CostSummary, LayerBits, LayerInfo, Metric, Params, Result, Table};
 
+/// The registry id.
+pub const ID: &str = "bitops";
+
 /// The BitOps cost (no parameters).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BitOps;
@@ -60,7 +63,7 @@ impl BitOps {
 
 impl ComplexityCost for BitOps {
     fn id(&self) -> &str {
-        "bitops"
+        ID
     }
 
     fn layer_cost(&self, layer: &LayerInfo, act: &BitDistribution, weight: &BitDistribution) -> Result<Tensor> {
@@ -95,12 +98,12 @@ impl ComplexityCost for BitOps {
 }
 
 fn build(params: &Table) -> Result<Box<dyn ComplexityCost>> {
-    Params::new("bitops", params).deny_unknown(&[])?;
+    Params::new(ID, params).deny_unknown(&[])?;
     Ok(Box::new(BitOps))
 }
 
 edmips_core::register_cost! {
-    id: "bitops",
+    id: ID,
     summary: "EdMIPS BitOps: size_product x E[abit] x E[wbit], normalised by the first layer; bit = sqrt(BitOps/sum sp)",
     build: build,
 }

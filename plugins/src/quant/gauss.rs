@@ -16,6 +16,9 @@ use edmips_core::{Operand, Params, Quantizer, Result, Table};
 
 use super::unsupported;
 
+/// The registry id.
+pub const ID: &str = "gauss";
+
 /// `(bits, step in units of σ)`: the optimal uniform quantizer steps for a unit Gaussian.
 pub const GAUSS_STEPS: [(u32, f64); 4] = [(1, 1.596), (2, 0.996), (3, 0.586), (4, 0.336)];
 
@@ -92,7 +95,7 @@ impl Gauss {
 
 impl Quantizer for Gauss {
     fn id(&self) -> &str {
-        "gauss"
+        ID
     }
 
     fn check(&self, operand: Operand, bits: u32) -> Result<()> {
@@ -100,7 +103,7 @@ impl Quantizer for Gauss {
             Ok(())
         } else {
             Err(unsupported(
-                "gauss",
+                ID,
                 operand,
                 bits,
                 "weights with 1, 2, 3 or 4 bits (the Gaussian step table covers 1-4 bits only)",
@@ -128,12 +131,12 @@ impl Quantizer for Gauss {
 }
 
 fn build(params: &Table) -> Result<Box<dyn Quantizer>> {
-    Params::new("gauss", params).deny_unknown(&[])?;
+    Params::new(ID, params).deny_unknown(&[])?;
     Ok(Box::new(Gauss))
 }
 
 edmips_core::register_quantizer! {
-    id: "gauss",
+    id: ID,
     summary: "Gaussian weight quantizer (1-4 bits, step = optimal Gaussian step x std(W)); identity STE",
     build: build,
 }

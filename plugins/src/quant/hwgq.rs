@@ -13,6 +13,9 @@ use edmips_core::{Operand, Params, Precision, Quantizer, Result, Table};
 
 use super::unsupported;
 
+/// The registry id.
+pub const ID: &str = "hwgq";
+
 /// `(bits, step)`: the optimal uniform step for a half-wave Gaussian at each bit width.
 pub const HWGQ_STEPS: [(u32, f64); 4] = [(1, 0.799), (2, 0.538), (3, 0.3217), (4, 0.185)];
 
@@ -84,7 +87,7 @@ impl Hwgq {
 
 impl Quantizer for Hwgq {
     fn id(&self) -> &str {
-        "hwgq"
+        ID
     }
 
     fn check(&self, operand: Operand, bits: u32) -> Result<()> {
@@ -92,7 +95,7 @@ impl Quantizer for Hwgq {
         if ok {
             Ok(())
         } else {
-            Err(unsupported("hwgq", operand, bits, "activations with 1, 2, 3 or 4 bits, or 32 (full precision: ReLU)"))
+            Err(unsupported(ID, operand, bits, "activations with 1, 2, 3 or 4 bits, or 32 (full precision: ReLU)"))
         }
     }
 
@@ -115,12 +118,12 @@ impl Quantizer for Hwgq {
 }
 
 fn build(params: &Table) -> Result<Box<dyn Quantizer>> {
-    Params::new("hwgq", params).deny_unknown(&[])?;
+    Params::new(ID, params).deny_unknown(&[])?;
     Ok(Box::new(Hwgq))
 }
 
 edmips_core::register_quantizer! {
-    id: "hwgq",
+    id: ID,
     summary: "HWGQ activation quantizer (1-4 bits, 32 = ReLU); STE masked by the closed clip interval",
     build: build,
 }

@@ -3,13 +3,19 @@
 //! argmax with ties to the first index (D9).
 
 use edmips_core::candle::{DType, Tensor};
-use edmips_core::{Error, Params, RelaxContext, Relaxation, Result, Table};
+use serde::{Deserialize, Serialize};
 
-/// Softmax relaxation.
-#[derive(Debug, Clone, Copy)]
+use edmips_core::{parse_params, Error, RelaxContext, Relaxation, Result, Table};
+
+/// The registry id.
+pub const ID: &str = "softmax";
+
+/// Softmax relaxation; also its typed parameters (the defaults are the reference's).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Softmax {
     /// Initial value of every logit (0.01 in the reference).
-    pub init: f32,
+    pub init: f64,
     /// Softmax temperature (1.0 in the reference).
     pub temperature: f64,
 }
@@ -22,11 +28,11 @@ impl Default for Softmax {
 
 impl Relaxation for Softmax {
     fn id(&self) -> &str {
-        "softmax"
+        ID
     }
 
     fn init_logits(&self, n: usize) -> Vec<f32> {
-        vec![self.init; n]
+        vec![self.init as f32; n]
     }
 
     fn weights(&self, logits: &Tensor, _ctx: &RelaxContext) -> Result<Tensor> {
@@ -39,28 +45,18 @@ impl Relaxation for Softmax {
     }
 }
 
-fn defaults() -> Table {
-    let mut t = Table::new();
-    t.insert("init".into(), toml::Value::Float(0.01));
-    t.insert("temperature".into(), toml::Value::Float(1.0));
-    t
-}
-
 fn build(params: &Table) -> Result<Box<dyn Relaxation>> {
-    let p = Params::new("softmax", params);
-    p.deny_unknown(&["init", "temperature"])?;
-    let init: f64 = p.get("init")?;
-    let temperature: f64 = p.get("temperature")?;
-    if !(temperature > 0.0 && temperature.is_finite()) {
-        return Err(Error::config("softmax", "temperature", format!("must be a positive number, got {temperature}")));
+    let p: Softmax = parse_params(ID, params)?;
+    if !(p.temperature > 0.0 && p.temperature.is_finite()) {
+        return Err(Error::config(ID, "temperature", format!("must be a positive number, got {}", p.temperature)));
     }
-    Ok(Box::new(Softmax { init: init as f32, temperature }))
+    Ok(Box::new(p))
 }
 
 edmips_core::register_relaxation! {
-    id: "softmax",
+    id: ID,
     summary: "Softmax over per-layer bit logits (init 0.01); final pick = argmax, first index on ties",
-    defaults: defaults,
+    params: Softmax,
     build: build,
 }
 
@@ -92,7 +88,7 @@ mod tests {
     #[test]
     fn bad_parameters_are_reported_with_the_key() {
         let t: Table = toml::from_str("temperature = -1.0").unwrap();
-        let e = build(&edmips_core::config::merge_defaults(&defaults(), &t)).unwrap_err().to_string();
+        let e = build(&t).unwrap_err().to_string();
         assert!(e.contains("temperature") && e.contains("softmax"), "{e}");
         let t: Table = toml::from_str("temprature = 2.0").unwrap();
         let e = build(&t).unwrap_err().to_string();

@@ -1,5 +1,4 @@
-//! Throughput of the train data pipeline on real data (ignored by default; it measures):
-//! `cargo test --release --test data_bench -- --ignored --nocapture`.
+//! Throughput of the train data pipeline on real data: `cargo bench --bench data_pipeline`.
 //!
 //! Uses `EDMIPS_BENCH_DATA` if set, else unpacks `../shared/data/cifar10.tar.gz`, and prints one
 //! JSON report per (pipeline, workers): the CIFAR pipeline (32x32, pad + random crop) over a whole
@@ -8,12 +7,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use edmips::core::InputSpec;
 use edmips::data::{bench_data, DataBenchOptions};
-use edmips_core::InputSpec;
 
-#[test]
-#[ignore]
-fn bench_train_pipeline() {
+fn main() {
     let mut tmp = None;
     let root = match std::env::var_os("EDMIPS_BENCH_DATA") {
         Some(p) => PathBuf::from(p),

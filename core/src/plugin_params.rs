@@ -53,10 +53,55 @@ pub fn merge_defaults(defaults: &Table, given: &Table) -> Table {
     out
 }
 
+/// The defaults of a plugin's typed parameters `T` as a table: what the registry merges a
+/// configuration's table over, and what `edmips list` prints. Fields that serialise to
+/// nothing (`None`) have no default to show; typed parameters should not use them.
+pub fn defaults_of<T: Serialize + Default>() -> Table {
+    Table::try_from(T::default()).unwrap_or_default()
+}
+
+/// Reads a plugin's parameter table into its typed definition `T`, the single place a
+/// plugin's parameter names, types and defaults are written (a struct deriving `Serialize`,
+/// `Deserialize` and `Default`, with `#[serde(default)]`).
+///
+/// A key that `T` does not have is an error listing the known keys; a value of the wrong type
+/// names the plugin `context` and the key. The `id` key is ignored.
+///
+/// ```
+/// use edmips_core::{parse_params, Table};
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// #[serde(default)]
+/// struct Clip { max: f64 }
+/// impl Default for Clip { fn default() -> Self { Clip { max: 6.0 } } }
+///
+/// let t: Table = toml::from_str("max = 3.0").unwrap();
+/// assert_eq!(parse_params::<Clip>("clip", &t).unwrap().max, 3.0);
+/// let bad: Table = toml::from_str("max = \"big\"").unwrap();
+/// assert!(parse_params::<Clip>("clip", &bad).unwrap_err().to_string().contains("`max`"));
+/// ```
+pub fn parse_params<T: Serialize + DeserializeOwned + Default>(context: &str, table: &Table) -> Result<T> {
+    let defaults = defaults_of::<T>();
+    let known: Vec<&str> = defaults.keys().map(String::as_str).collect();
+    Params::new(context, table).deny_unknown(&known)?;
+    let mut given = table.clone();
+    given.remove("id");
+    // Try each key alone over the defaults first, so an error names the key at fault.
+    for (k, v) in &given {
+        let mut one = defaults.clone();
+        one.insert(k.clone(), v.clone());
+        toml::Value::Table(one).try_into::<T>().map_err(|e: toml::de::Error| {
+            Error::config(context, k.as_str(), format!("invalid value {v}: {}", e.message()))
+        })?;
+    }
+    toml::Value::Table(merge_defaults(&defaults, &given))
+        .try_into::<T>()
+        .map_err(|e: toml::de::Error| Error::config(context, "-", e.message().to_string()))
+}
+
 /// Typed, checked access to a plugin's parameter table.
 ///
 /// ```
-/// use edmips_core::config::{Params, Table};
+/// use edmips_core::plugin_params::{Params, Table};
 /// let t: Table = toml::from_str("temperature = 0.5").unwrap();
 /// let p = Params::new("softmax", &t);
 /// let temp: f64 = p.get_or("temperature", 1.0).unwrap();
