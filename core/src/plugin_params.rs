@@ -69,7 +69,7 @@ pub fn defaults_of<T: Serialize + Default>() -> Table {
 ///
 /// ```
 /// use edmips_core::{parse_params, Table};
-/// #[derive(serde::Serialize, serde::Deserialize)]
+/// #[derive(Debug, serde::Serialize, serde::Deserialize)]
 /// #[serde(default)]
 /// struct Clip { max: f64 }
 /// impl Default for Clip { fn default() -> Self { Clip { max: 6.0 } } }
