@@ -214,3 +214,56 @@ fn truncated_idx_files_give_expected_and_found_sizes() {
     let e = open_err(&t.0);
     assert!(e.contains("lacks `t10k-labels-idx1-ubyte`"), "{e}");
 }
+
+/// Directory links inside a class folder are refused (a loop would count images without end);
+/// a class folder may link only outside its split, and two classes may not be one directory.
+#[test]
+fn directory_links_that_loop_or_cross_classes_are_refused_and_file_links_followed() {
+    use std::os::unix::fs::symlink;
+    let files = [
+        ("train", "a", "0.ppm", ppm(10)),
+        ("train", "b", "1.ppm", ppm(20)),
+        ("val", "a", "0.ppm", ppm(30)),
+        ("val", "b", "1.ppm", ppm(40)),
+    ];
+    // A link to its own class folder inside it: a loop.
+    let t = TempDir::new("link-loop");
+    write_folder(&t.0, &files);
+    symlink(t.0.join("train/a"), t.0.join("train/a/again")).unwrap();
+    let e = open_err(&t.0);
+    assert!(e.contains("train/a/again") && e.contains("symbolic link to a directory"), "{e}");
+
+    // A link inside a class folder to another class: images under the wrong label.
+    let t = TempDir::new("link-cross");
+    write_folder(&t.0, &files);
+    symlink(t.0.join("train/b"), t.0.join("train/a/b_images")).unwrap();
+    assert!(open_err(&t.0).contains("train/a/b_images"));
+
+    // A class folder that links to the split's parent: a loop through the data root.
+    let t = TempDir::new("link-parent");
+    write_folder(&t.0, &files);
+    symlink(&t.0, t.0.join("train/c")).unwrap();
+    let e = open_err(&t.0);
+    assert!(e.contains("train/c") && e.contains("loop"), "{e}");
+
+    // Two class folders that are the same directory.
+    let t = TempDir::new("link-twice");
+    let outside = TempDir::new("link-twice-target");
+    write_folder(&t.0, &files);
+    write_folder(&outside.0, &[("x", "c", "5.ppm", ppm(50))]);
+    symlink(outside.0.join("x/c"), t.0.join("train/c")).unwrap();
+    symlink(outside.0.join("x/c"), t.0.join("train/d")).unwrap();
+    let e = open_err(&t.0);
+    assert!(e.contains("`c`") && e.contains("`d`") && e.contains("same directory"), "{e}");
+
+    // Allowed: a class folder linking outside the split, and links to files.
+    let t = TempDir::new("link-ok");
+    write_folder(&t.0, &files);
+    let outside = TempDir::new("link-ok-target");
+    write_folder(&outside.0, &[("x", "b", "7.ppm", ppm(70)), ("x", "b", "8.ppm", ppm(80))]);
+    std::fs::remove_dir_all(t.0.join("train/b")).unwrap();
+    symlink(outside.0.join("x/b"), t.0.join("train/b")).unwrap();
+    symlink(t.0.join("val/a/0.ppm"), t.0.join("val/a/linked.ppm")).unwrap();
+    let ds = data::open(&t.0, &DataOptions::default()).unwrap();
+    assert_eq!((ds.train.len(), ds.val.len()), (3, 3));
+}

@@ -37,6 +37,7 @@ fn opts(out: &Path, resume: Option<PathBuf>, interrupt: bool) -> RunOptions {
         progress: false,
         verbose: false,
         start_epoch: None,
+        force: false,
     }
 }
 
@@ -154,11 +155,21 @@ fn a_resume_with_another_configuration_is_refused_with_the_differences() {
 fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let d = tmp("nan");
     run(RunKind::Search, cfg(1), opts(&d, None, false)).unwrap();
-    let before = std::fs::read(d.join("checkpoint.safetensors")).unwrap();
-    let mut bad = cfg(1);
-    bad.train.lr = 1e38;
-    let e = run(RunKind::Search, bad, opts(&d, None, false)).unwrap_err().to_string();
-    assert!(e.contains("non-finite loss") && e.contains("epoch 0, step"), "{e}");
-    assert_eq!(std::fs::read(d.join("checkpoint.safetensors")).unwrap(), before, "checkpoint untouched");
+    // A weight so large that the next forward overflows: the first step of epoch 2 is non-finite.
+    let ck_path = d.join("checkpoint.safetensors");
+    let ck = checkpoint::load(&ck_path, &Device::Cpu).unwrap();
+    let mut tensors: Vec<(String, Tensor)> = ck.tensors.into_iter().collect();
+    for (name, t) in tensors.iter_mut() {
+        if name == "fc.weight" {
+            *t = (t.clone() * 1e38).unwrap();
+        }
+    }
+    let momentum: Vec<(String, HashMap<String, Tensor>)> = ck.momentum.into_iter().collect();
+    let groups: Vec<(&str, &HashMap<String, Tensor>)> = momentum.iter().map(|(g, m)| (g.as_str(), m)).collect();
+    checkpoint::save(&ck_path, &ck.state, &ck.config, &tensors, &groups).unwrap();
+    let before = std::fs::read(&ck_path).unwrap();
+    let e = run(RunKind::Search, cfg(2), opts(&d, Some(ck_path.clone()), false)).unwrap_err().to_string();
+    assert!(e.contains("non-finite loss") && e.contains("epoch 2/2, step 1"), "{e}");
+    assert_eq!(std::fs::read(&ck_path).unwrap(), before, "checkpoint untouched");
     std::fs::remove_dir_all(d).unwrap();
 }

@@ -73,11 +73,20 @@ pub fn check_layer_bits(wbit: u32, abit: u32, act: &dyn Quantizer, weight: &dyn 
     }
 }
 
-/// Checks a search's candidate lists: both non-empty and every width supported by its
-/// quantizer (a search mixes quantized branches, so full precision is the quantizer's call).
+/// Checks a search's candidate lists: both non-empty, no width listed twice (two logits for
+/// one width would split its probability and skew the expected bits), and every width
+/// supported by its quantizer (full precision is the quantizer's call).
 pub fn check_candidates(wbits: &[u32], abits: &[u32], act: &dyn Quantizer, weight: &dyn Quantizer) -> Result<()> {
     if wbits.is_empty() || abits.is_empty() {
         return Err(Error::msg("search mode needs at least one weight and one activation bit candidate"));
+    }
+    for (what, list) in [("weight", wbits), ("activation", abits)] {
+        if let Some((i, b)) = list.iter().enumerate().find(|(i, b)| list[..*i].contains(b)) {
+            return Err(Error::msg(format!(
+                "{what} bit candidates {list:?} list {b} twice (at positions {} and {i}); each width may appear once",
+                list.iter().position(|x| x == b).unwrap_or(0)
+            )));
+        }
     }
     for &b in abits {
         Precision::of(b)?;
@@ -104,5 +113,28 @@ mod tests {
         }
         assert!(Precision::is_full(32) && !Precision::is_full(64));
         assert_eq!(Precision::Full.bits(), 32);
+    }
+
+    #[derive(Debug)]
+    struct Any;
+    impl Quantizer for Any {
+        fn id(&self) -> &str {
+            "any"
+        }
+        fn check(&self, _: Operand, _: u32) -> Result<()> {
+            Ok(())
+        }
+        fn quantize(&self, x: &candle_core::Tensor, _: Operand, _: u32) -> Result<candle_core::Tensor> {
+            Ok(x.clone())
+        }
+    }
+
+    #[test]
+    fn a_candidate_listed_twice_is_an_error() {
+        check_candidates(&[1, 2, 3, 4], &[2, 3, 4], &Any, &Any).unwrap();
+        let e = check_candidates(&[1, 2, 2], &[2], &Any, &Any).unwrap_err().to_string();
+        assert!(e.contains("weight bit candidates [1, 2, 2]") && e.contains("twice"), "{e}");
+        let e = check_candidates(&[1], &[4, 3, 4], &Any, &Any).unwrap_err().to_string();
+        assert!(e.contains("activation") && e.contains("positions 0 and 2"), "{e}");
     }
 }

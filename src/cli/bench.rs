@@ -9,6 +9,8 @@ use crate::engine::RunConfig;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use super::run_args::positive;
+
 /// Arguments of `edmips bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -24,10 +26,10 @@ enum BenchWhat {
         #[arg(short = 'a', long = "arch")]
         arch: String,
         /// Batch size.
-        #[arg(short = 'b', long = "batch-size", default_value_t = 8)]
+        #[arg(short = 'b', long = "batch-size", default_value_t = 8, value_parser = positive)]
         batch: usize,
         /// Timed steps.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = positive)]
         iters: usize,
         /// Untimed warm-up steps.
         #[arg(long, default_value_t = 1)]
@@ -53,10 +55,10 @@ enum BenchWhat {
         #[arg(short = 'j', long = "workers", default_value_t = 2)]
         workers: usize,
         /// Batch size.
-        #[arg(short = 'b', long = "batch-size", default_value_t = 256)]
+        #[arg(short = 'b', long = "batch-size", default_value_t = 256, value_parser = positive)]
         batch: usize,
         /// Stop after this many batches (default: one epoch).
-        #[arg(long = "max-batches")]
+        #[arg(long = "max-batches", value_parser = positive)]
         max_batches: Option<usize>,
         /// Data format instead of detecting it.
         #[arg(long = "data-format")]

@@ -63,8 +63,36 @@ impl Cli {
     }
 }
 
-/// Parses `args` (the first one is the program name) and runs the command; errors are
-/// printed as `error: ...` and give exit status 1, bad arguments clap's status 2.
+/// Exit status of a run stopped by Ctrl-C after saving its checkpoint (128 + SIGINT, as a
+/// shell reports a process ended by Ctrl-C).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// A search or retrain stopped by Ctrl-C after saving a checkpoint: not a failure, not a
+/// finished run. [`main_with`] prints it and exits with [`EXIT_INTERRUPTED`].
+#[derive(Debug)]
+pub struct Interrupted {
+    /// The subcommand (`search` or `train`).
+    pub command: &'static str,
+    /// The checkpoint that was saved.
+    pub checkpoint: std::path::PathBuf,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted: the {} stopped before finishing; continue it exactly with the same command plus --resume {}",
+            self.command,
+            self.checkpoint.display()
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Parses `args` (the first one is the program name) and runs the command. Exit statuses: 0
+/// success; 1 an error (printed as `error: ...`); 2 bad arguments (clap);
+/// [`EXIT_INTERRUPTED`] a run stopped by Ctrl-C after saving its checkpoint.
 pub fn main_with<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
@@ -79,6 +107,10 @@ where
     };
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -12,6 +12,15 @@ use crate::engine::{RunConfig, RunKind, RunOptions};
 use anyhow::{Context, Result};
 use clap::Args;
 
+/// Parses a count that must be at least 1 (clap names the flag in its error).
+pub fn positive(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (0 would make the run empty)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("expected a whole number: {e}")),
+    }
+}
+
 /// Flags common to search and train.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -22,25 +31,25 @@ pub struct RunArgs {
     #[arg(short = 'a', long = "arch")]
     pub arch: Option<String>,
     /// Number of epochs [default: 90; default job: 2].
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub epochs: Option<usize>,
     /// Multiply the learning rates by 0.1 every this many epochs [default: 30; default job: 1].
-    #[arg(long = "step-epoch")]
+    #[arg(long = "step-epoch", value_parser = positive)]
     pub step_epoch: Option<usize>,
     /// Epoch to start at (affects the learning-rate schedule) when not resuming.
     #[arg(long = "start-epoch")]
     pub start_epoch: Option<usize>,
     /// Mini-batch size [default: 256; default job: 128].
-    #[arg(short = 'b', long = "batch-size")]
+    #[arg(short = 'b', long = "batch-size", value_parser = positive)]
     pub batch_size: Option<usize>,
     /// Learning rate of the weights [default: 0.1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// SGD momentum [default: 0.9].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
     /// Weight decay [default: 1e-4].
-    #[arg(long = "wd", visible_alias = "weight-decay")]
+    #[arg(long = "wd", visible_alias = "weight-decay", allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
     /// Data-loading threads [default: 4].
     #[arg(short = 'j', long = "workers")]
@@ -57,9 +66,13 @@ pub struct RunArgs {
     /// Seed of initialisation, data order and augmentation [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Output folder [default: runs/<arch>-<UTC timestamp>].
+    /// Output folder [default: runs/<arch>-<UTC timestamp>]. A run owns its folder: a fresh
+    /// run needs an empty one (see --force); --resume continues in the checkpoint's folder.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Start a fresh run in a used run folder, removing the outputs a previous run wrote there.
+    #[arg(long)]
+    pub force: bool,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -76,10 +89,10 @@ pub struct RunArgs {
     #[arg(long = "skip-bad")]
     pub skip_bad: bool,
     /// Stop each epoch after this many steps (smoke tests).
-    #[arg(long = "max-steps")]
+    #[arg(long = "max-steps", value_parser = positive)]
     pub max_steps: Option<usize>,
     /// Validate on at most this many batches (smoke tests).
-    #[arg(long = "max-val-batches")]
+    #[arg(long = "max-val-batches", value_parser = positive)]
     pub max_val_batches: Option<usize>,
 }
 
@@ -152,6 +165,7 @@ impl RunArgs {
             progress: std::io::stderr().is_terminal(),
             verbose: true,
             start_epoch: self.start_epoch,
+            force: self.force,
         })
     }
 }

@@ -12,10 +12,10 @@ pub struct SearchArgs {
     #[command(flatten)]
     run: RunArgs,
     /// Learning rate of the architecture logits [default: 0.01; default job: 0.1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lra: Option<f64>,
     /// Weight of the complexity term [default: 0; default job: 0.003].
-    #[arg(long = "cd", visible_alias = "complexity-decay")]
+    #[arg(long = "cd", visible_alias = "complexity-decay", allow_negative_numbers = true)]
     cd: Option<f64>,
 }
 
@@ -33,7 +33,10 @@ pub fn run_search(args: &SearchArgs) -> Result<()> {
     let out = opts.out.clone();
     let arch = cfg.config_name.clone();
     let summary = run(RunKind::Search, cfg.clone(), opts)?;
-    if summary.interrupted || args.run.evaluate {
+    if summary.interrupted {
+        return Err(super::Interrupted { command: "search", checkpoint: summary.checkpoint }.into());
+    }
+    if args.run.evaluate || summary.already_finished && summary.report.is_none() {
         return Ok(());
     }
     if let Some(r) = &summary.report {

@@ -29,7 +29,10 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
     }
     let opts = args.run.options(&cfg, args.arch_cfg.clone())?;
     let summary = run(RunKind::Train, cfg, opts)?;
-    if !summary.interrupted && !args.run.evaluate {
+    if summary.interrupted {
+        return Err(super::Interrupted { command: "train", checkpoint: summary.checkpoint }.into());
+    }
+    if !args.run.evaluate && !summary.already_finished {
         println!(
             "\ntraining finished after {} epochs: best val top-1 {:.2}%; checkpoints in {}",
             summary.epochs_done,

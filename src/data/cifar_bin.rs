@@ -37,7 +37,7 @@ pub fn find_dir(root: &Path) -> Option<PathBuf> {
 
 /// Parses CIFAR-10 binary `bytes` (from `file`, named in errors) into HWC pixels and labels.
 pub fn parse(bytes: &[u8], file: &Path) -> Result<(Vec<u8>, Vec<u32>)> {
-    if bytes.is_empty() || bytes.len() % RECORD_BYTES != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_BYTES) {
         let whole = bytes.len() / RECORD_BYTES;
         return Err(Error::Data(format!(
             "CIFAR-10 file `{}` is truncated or not CIFAR-10 binary: expected a whole number of {RECORD_BYTES}-byte \

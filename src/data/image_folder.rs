@@ -2,9 +2,16 @@
 //!
 //! As in torchvision, classes are the sub-directories of a split sorted by name (byte order, which
 //! for UTF-8 is Python's code-point order), class `k` being the `k`-th; the samples of a class are
-//! all files below its directory (recursively, following symbolic links) whose extension is one of
-//! [`IMAGE_EXTENSIONS`], in the order of Python's `sorted(os.walk(...))` then `sorted(files)`;
-//! other files are ignored. Nothing is decoded here.
+//! all files below its directory (recursively) whose extension is one of [`IMAGE_EXTENSIONS`], in
+//! the order of Python's `sorted(os.walk(...))` then `sorted(files)`; other files are ignored.
+//! Nothing is decoded here.
+//!
+//! **Symbolic links.** Links to files are followed. A link to a directory is followed only as a
+//! class folder itself (`train/<class>` may point elsewhere, e.g. onto another disk), and only
+//! when its target is outside the split directory and not one of its ancestors, and no two
+//! class folders resolve to the same directory. Inside a class folder, a link to a directory is
+//! an error naming it: it could loop (counting images without end) or pull another class's
+//! images in under this class's label. `DATA`, `train/` and `val/` themselves may be links.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,16 +21,45 @@ use edmips_core::error::{Error, Result};
 use super::image::{has_image_extension, IMAGE_EXTENSIONS};
 use super::{DataFormat, Dataset, Split};
 
-/// The sorted class directory names of the split directory `dir`.
+fn is_link(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).map(|m| m.file_type().is_symlink()).unwrap_or(false)
+}
+
+fn canonical(p: &Path) -> Result<PathBuf> {
+    p.canonicalize().map_err(|e| Error::io("resolving", p, e))
+}
+
+/// The sorted class directory names of the split directory `dir`, applying the link rule of
+/// the [module docs](self) to class folders that are links.
 pub fn find_classes(dir: &Path) -> Result<Vec<String>> {
+    let split = canonical(dir)?;
     let mut classes = Vec::new();
+    let mut targets: Vec<(PathBuf, String)> = Vec::new();
     for e in std::fs::read_dir(dir).map_err(|e| Error::io("listing split directory", dir, e))? {
         let e = e.map_err(|e| Error::io("listing split directory", dir, e))?;
         // `Path::is_dir` follows symbolic links, as `os.scandir(...).is_dir()` does.
-        if e.path().is_dir() {
+        let path = e.path();
+        if path.is_dir() {
             let name = e.file_name().into_string().map_err(|n| {
                 Error::Data(format!("class directory name {n:?} in `{}` is not valid UTF-8", dir.display()))
             })?;
+            let target = canonical(&path)?;
+            if is_link(&path) && (split.starts_with(&target) || target.starts_with(&split)) {
+                return Err(Error::Data(format!(
+                    "class folder `{}` is a link to `{}`, {}; a class folder may link only to a directory outside the split",
+                    path.display(),
+                    target.display(),
+                    if split.starts_with(&target) { "which contains the split itself (a loop)" } else { "inside the same split" }
+                )));
+            }
+            if let Some((_, other)) = targets.iter().find(|(t, _)| *t == target) {
+                return Err(Error::Data(format!(
+                    "class folders `{other}` and `{name}` of `{}` are the same directory (`{}`): its images would be counted under two labels",
+                    dir.display(),
+                    target.display()
+                )));
+            }
+            targets.push((target, name.clone()));
             classes.push(name);
         }
     }
@@ -41,6 +77,15 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         for e in std::fs::read_dir(&d).map_err(|e| Error::io("listing class directory", &d, e))? {
             let p = e.map_err(|e| Error::io("listing class directory", &d, e))?.path();
             if p.is_dir() {
+                if is_link(&p) {
+                    let target = std::fs::read_link(&p).map(|t| t.display().to_string()).unwrap_or_default();
+                    return Err(Error::Data(format!(
+                        "`{}` is a symbolic link to a directory (`{target}`) inside a class folder; such links are \
+                         not followed (they can loop, or pull other classes' images in under this label): \
+                         replace it with the directory itself or link the files",
+                        p.display()
+                    )));
+                }
                 stack.push(p);
             }
         }

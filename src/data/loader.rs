@@ -320,6 +320,13 @@ impl std::fmt::Debug for EpochIter {
 }
 
 impl EpochIter {
+    /// Undecodable samples skipped since the last yielded batch: at the end of an epoch, those
+    /// of trailing batches that had no usable sample (they are not yielded, so no
+    /// [`Batch::skipped`] counts them).
+    pub fn trailing_skipped(&self) -> usize {
+        self.carried
+    }
+
     /// Batch numbers still to come (empty batches, skipped, included).
     pub fn remaining(&self) -> usize {
         self.end - self.next

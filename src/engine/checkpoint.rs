@@ -14,6 +14,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::atomic::write_atomic;
+use super::metrics::Mean;
 use super::run_config::RunConfig;
 use edmips_core::error::{Error, Result};
 
@@ -35,6 +36,70 @@ pub struct RunState {
     pub global_step: u64,
     /// Best validation top-1 so far (percent).
     pub best_acc1: f64,
+    /// Epochs done when `best.safetensors` was last written (`None` before the first epoch).
+    #[serde(default)]
+    pub best_epoch: Option<usize>,
+    /// The running sums of the epoch in progress (non-empty after an interruption), so a
+    /// resumed epoch reports its metrics over all of its steps.
+    #[serde(default)]
+    pub partial: EpochPartial,
+    /// The per-layer `(wbit, abit)` the network was built with (fixed-bit runs; `None` in a
+    /// search, whose candidates are part of the configuration).
+    #[serde(default)]
+    pub bits: Option<Vec<(u32, u32)>>,
+    /// The data set the run trains on.
+    #[serde(default)]
+    pub data: Option<DataIdentity>,
+}
+
+/// The sample-weighted sums of a partly done training epoch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochPartial {
+    /// Cross-entropy.
+    pub ce: Mean,
+    /// Complexity term.
+    pub complexity: Mean,
+    /// Top-1 (percent).
+    pub top1: Mean,
+    /// Top-5 (percent).
+    pub top5: Mean,
+    /// Undecodable images skipped.
+    pub skipped: usize,
+}
+
+/// What identifies a data set for a resume: its classes and split sizes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataIdentity {
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    /// Training samples.
+    pub train: usize,
+    /// Validation samples.
+    pub val: usize,
+}
+
+impl DataIdentity {
+    /// The differences from `other` (this is the checkpoint's), in words.
+    pub fn differences(&self, now: &DataIdentity) -> Vec<String> {
+        let mut d = Vec::new();
+        if self.classes != now.classes {
+            let show = |c: &[String]| {
+                if c.len() > 6 {
+                    format!("{} classes ({}, ...)", c.len(), c[..6].join(", "))
+                } else {
+                    format!("{} classes ({})", c.len(), c.join(", "))
+                }
+            };
+            d.push(format!("classes: {} -> {}", show(&self.classes), show(&now.classes)));
+        }
+        if self.train != now.train {
+            d.push(format!("train images: {} -> {}", self.train, now.train));
+        }
+        if self.val != now.val {
+            d.push(format!("val images: {} -> {}", self.val, now.val));
+        }
+        d
+    }
 }
 
 /// A loaded checkpoint.
@@ -75,6 +140,18 @@ pub fn save(
     let bytes = safetensors::serialize(all.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
         .map_err(|e| Error::msg(format!("serialising checkpoint {}: {e}", path.display())))?;
     write_atomic(path, &bytes)
+}
+
+/// Reads only the run state of a checkpoint (its metadata), with errors naming the file.
+pub fn read_state(path: &Path) -> Result<RunState> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading checkpoint", path, e))?;
+    let bad = |m: String| Error::msg(format!("checkpoint `{}`: {m}", path.display()));
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    let state =
+        meta.get(STATE_KEY).ok_or_else(|| bad(format!("no `{STATE_KEY}` metadata: not an edmips checkpoint")))?;
+    serde_json::from_str(state).map_err(|e| bad(format!("bad run state: {e}")))
 }
 
 /// Reads a checkpoint, with errors naming the file.

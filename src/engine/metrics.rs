@@ -25,8 +25,9 @@ pub fn topk_hits(logits: &Tensor, labels: &Tensor) -> Result<(usize, usize)> {
     Ok((top1, top5))
 }
 
-/// A sample-weighted running average.
-#[derive(Debug, Clone, Copy, Default)]
+/// A sample-weighted running average (saved in checkpoints mid-epoch: its sums round-trip
+/// exactly through JSON).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Mean {
     sum: f64,
     n: f64,
@@ -38,6 +39,11 @@ impl Mean {
         self.sum += value * n as f64;
         self.n += n as f64;
     }
+    /// The total weight added so far (0 when empty).
+    pub fn count(&self) -> f64 {
+        self.n
+    }
+
     /// The average (0 when empty).
     pub fn get(&self) -> f64 {
         if self.n > 0.0 {
@@ -58,6 +64,33 @@ impl MetricsLog {
     /// A log at `path` (created on first write).
     pub fn new(path: &Path) -> Self {
         MetricsLog { path: path.to_path_buf() }
+    }
+
+    /// Keeps only the records a resumed run has already accounted for: step records up to
+    /// `global_step` and epoch records of epochs before `epoch` (what a crash after the
+    /// checkpoint wrote is dropped, so a resumed run never logs a step twice). Rewritten
+    /// atomically; lines that are not records (a torn last line) are dropped too.
+    pub fn truncate_to(&self, epoch: usize, global_step: u64) -> Result<()> {
+        let Ok(text) = std::fs::read_to_string(&self.path) else { return Ok(()) };
+        let keep: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { return false };
+                match v["kind"].as_str() {
+                    Some("step") => v["global_step"].as_u64().is_some_and(|g| g <= global_step),
+                    Some("epoch") => v["epoch"].as_u64().is_some_and(|e| (e as usize) < epoch),
+                    _ => false,
+                }
+            })
+            .collect();
+        let mut out = keep.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        if out != text {
+            super::atomic::write_atomic(&self.path, out.as_bytes())?;
+        }
+        Ok(())
     }
 
     /// Appends one record as a line.
@@ -128,8 +161,14 @@ pub struct EpochRecord {
     pub bit_expected: Option<f64>,
     /// Training throughput.
     pub images_per_s: f64,
-    /// Undecodable images skipped this epoch.
+    /// Undecodable training images skipped this epoch.
     pub skipped: usize,
+    /// Undecodable validation images skipped.
+    #[serde(default)]
+    pub val_skipped: usize,
+    /// Training steps done in the run at the end of this epoch.
+    #[serde(default)]
+    pub global_step: u64,
 }
 
 /// The epoch records of an existing `metrics.jsonl` (empty when there is none).

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod optim;
 pub mod plots;
 pub mod run_config;
+pub mod run_folder;
 pub mod step;
 pub mod trainer;
 

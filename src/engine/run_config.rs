@@ -86,27 +86,62 @@ impl TrainConfig {
         0.1f64.powi((epoch / self.step_epoch.max(1)) as i32)
     }
 
-    /// Checks ranges, naming the key at fault.
+    /// Checks ranges, naming the key at fault and the command-line flag that sets it. Values
+    /// that would make a run empty (0 epochs, a 0-step cap) or the search meaningless (a
+    /// negative `cd`) are errors.
     pub fn validate(&self) -> Result<()> {
-        let bad = |k: &str, m: &str| Err(Error::config("run configuration", format!("train.{k}"), m));
-        if self.batch_size == 0 {
-            return bad("batch_size", "must be at least 1");
+        let bad = |k: &str, m: &str| {
+            let flag = flag_of(k).map(|f| format!(" ({f})")).unwrap_or_default();
+            Err(Error::config("run configuration", format!("train.{k}{flag}"), m))
+        };
+        for (k, v) in [("epochs", self.epochs), ("batch_size", self.batch_size), ("step_epoch", self.step_epoch)] {
+            if v == 0 {
+                return bad(k, "must be at least 1");
+            }
         }
-        if self.step_epoch == 0 {
-            return bad("step_epoch", "must be at least 1");
+        for (k, v) in [("max_steps_per_epoch", self.max_steps_per_epoch), ("max_val_batches", self.max_val_batches)] {
+            if v == Some(0) {
+                return bad(k, "must be at least 1 when given (0 would make the run empty)");
+            }
         }
         for (k, v) in
             [("lr", self.lr), ("lra", self.lra), ("momentum", self.momentum), ("weight_decay", self.weight_decay)]
         {
             if !(v.is_finite() && v >= 0.0) {
-                return bad(k, "must be a non-negative number");
+                return bad(k, &format!("must be a non-negative number, found {v}"));
             }
         }
-        if !self.complexity_decay.is_finite() {
-            return bad("complexity_decay", "must be a finite number");
+        if !(self.complexity_decay.is_finite() && self.complexity_decay >= 0.0) {
+            return bad(
+                "complexity_decay",
+                &format!(
+                    "must be a non-negative number, found {} (a negative weight rewards complexity)",
+                    self.complexity_decay
+                ),
+            );
         }
         Ok(())
     }
+}
+
+/// The command-line flag that sets `train.<key>`, for error messages.
+fn flag_of(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "epochs" => "--epochs",
+        "step_epoch" => "--step-epoch",
+        "batch_size" => "-b",
+        "lr" => "--lr",
+        "lra" => "--lra",
+        "momentum" => "--momentum",
+        "weight_decay" => "--wd",
+        "complexity_decay" => "--cd",
+        "workers" => "-j",
+        "print_freq" => "-p",
+        "seed" => "--seed",
+        "max_steps_per_epoch" => "--max-steps",
+        "max_val_batches" => "--max-val-batches",
+        _ => return None,
+    })
 }
 
 /// Where the data comes from.
@@ -168,18 +203,40 @@ impl RunConfig {
     pub fn from_table(t: toml::Table, context: &str) -> Result<Self> {
         let cfg: RunConfig = toml::Value::Table(t)
             .try_into()
-            .map_err(|e: toml::de::Error| Error::config(context, "-", e.message().to_string()))?;
+            .map_err(|e: toml::de::Error| Error::config(context, "(configuration)", e.message().to_string()))?;
         cfg.train.validate()?;
         Ok(cfg)
     }
 
-    /// Merges a TOML file (a full or partial run configuration) over this one.
+    /// Merges a TOML file (a full or partial run configuration) over this one. An error names
+    /// the file, the dotted key at fault and its line.
     pub fn merge_file(&self, path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-        let file: toml::Table =
-            toml::from_str(&text).map_err(|e| Error::config(path.display().to_string(), "-", e.to_string()))?;
-        let merged = edmips_core::plugin_params::merge_defaults(&self.to_table()?, &file);
-        Self::from_table(merged, &path.display().to_string())
+        let ctx = path.display().to_string();
+        let file: toml::Table = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let at = line.map(|l| format!("line {l}")).unwrap_or_else(|| "(syntax)".into());
+            Error::config(&ctx, at, e.message().to_string())
+        })?;
+        let base = self.to_table()?;
+        let merged = edmips_core::plugin_params::merge_defaults(&base, &file);
+        if let Err(e) = Self::from_table(merged.clone(), &ctx) {
+            // Find the first key of the file that fails on its own, to name it and its line.
+            let mut keys = Vec::new();
+            flatten("", &toml::Value::Table(file.clone()), &mut keys);
+            for (key, _) in keys {
+                let mut one = base.clone();
+                let value = lookup(&file, &key).cloned().unwrap_or(toml::Value::Boolean(false));
+                if set_dotted(&mut one, &key, value).is_err() {
+                    return Err(Error::config(&ctx, key_at(&key, &text), "is not a table in the run configuration"));
+                }
+                if let Err(Error::Config { message, .. }) = Self::from_table(one, &ctx) {
+                    return Err(Error::config(&ctx, key_at(&key, &text), message));
+                }
+            }
+            return Err(e);
+        }
+        Self::from_table(merged, &ctx)
     }
 
     /// Applies `key=value` overrides (dotted keys; values parsed as TOML, else taken as strings).
@@ -216,6 +273,29 @@ impl RunConfig {
             })
             .collect())
     }
+}
+
+/// `key` with the line of the file where its last segment is assigned, e.g. `train.lr (line 3)`.
+fn key_at(key: &str, text: &str) -> String {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let line = text.lines().position(|l| {
+        let l = l.trim_start();
+        l.strip_prefix(last).is_some_and(|rest| rest.trim_start().starts_with('='))
+            || l.starts_with(&format!("{key} ="))
+    });
+    match line {
+        Some(i) => format!("{key} (line {})", i + 1),
+        None => key.to_string(),
+    }
+}
+
+fn lookup<'a>(t: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+    let mut parts = key.split('.');
+    let mut cur = t.get(parts.next()?)?;
+    for p in parts {
+        cur = cur.as_table()?.get(p)?;
+    }
+    Some(cur)
 }
 
 fn parse_value(s: &str) -> toml::Value {

@@ -24,15 +24,17 @@ use serde::Serialize;
 
 use super::arch_report::ArchReport;
 use super::atomic::{copy_atomic, write_atomic};
-use super::checkpoint::{self, RunState};
+use super::checkpoint::{self, DataIdentity, EpochPartial, RunState};
 use super::metrics::{read_history, topk_hits, EpochRecord, Mean, MetricsLog, StepRecord};
 use super::plots;
 use super::run_config::RunConfig;
-use super::step::{train_step, Optimizers};
+use super::run_folder::RunFolder;
+use super::step::{cross_entropy, train_step, Optimizers};
 use crate::data::{self, DataOptions, Dataset, Loader, LoaderConfig};
 use edmips_core::error::{Error, Result};
-use edmips_core::graph::{build_network, declare_graph, Network};
+use edmips_core::graph::{build_network, declare_graph, LayerMode, Network};
 use edmips_core::traits::{ComplexityCost, RelaxContext};
+use edmips_core::{FixedBits, QuantMode};
 
 /// Search or retrain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,8 @@ pub struct RunOptions {
     pub verbose: bool,
     /// Epoch to start a fresh (not resumed) run at (`--start-epoch`).
     pub start_epoch: Option<usize>,
+    /// Start a fresh run in a used run folder, removing the previous run's outputs (`--force`).
+    pub force: bool,
 }
 
 /// Validation result.
@@ -86,6 +90,8 @@ pub struct ValResult {
     pub top5: f64,
     /// Images evaluated.
     pub images: usize,
+    /// Undecodable images skipped (`--skip-bad`).
+    pub skipped: usize,
 }
 
 /// What a run ended with.
@@ -103,6 +109,10 @@ pub struct RunSummary {
     pub report: Option<ArchReport>,
     /// Whether the run stopped on an interrupt.
     pub interrupted: bool,
+    /// The checkpoint to resume from (after an interrupt: the one just saved).
+    pub checkpoint: PathBuf,
+    /// Whether a resume found the run already finished (nothing was trained).
+    pub already_finished: bool,
 }
 
 /// Opens the run's data set: `cfg.data.path`, or the embedded Fashion-MNIST subset.
@@ -168,10 +178,16 @@ struct Trainer {
     state: RunState,
     log: MetricsLog,
     history: Vec<EpochRecord>,
+    _folder: Option<RunFolder>,
 }
 
-/// Runs a search or a retrain.
-pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSummary> {
+fn data_identity(d: &Dataset) -> DataIdentity {
+    DataIdentity { classes: d.classes.clone(), train: d.train.len(), val: d.val.len() }
+}
+
+/// Checks the run's configuration against the command (search or train) and its options:
+/// everything decided before any data is read.
+fn check_run(kind: RunKind, cfg: &RunConfig, opts: &RunOptions) -> Result<()> {
     cfg.train.validate()?;
     match (kind, cfg.model.is_search()) {
         (RunKind::Search, false) => {
@@ -186,6 +202,28 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
         }
         _ => {}
     }
+    let reads_arch_file = matches!(cfg.model.mode, QuantMode::Fixed { bits: FixedBits::ArchFile });
+    if opts.arch_file.is_some() && !reads_arch_file {
+        return Err(Error::config(
+            &cfg.config_name,
+            "--ac",
+            "this configuration does not read an architecture file (only `*_cfg` configurations do); \
+             leave out --ac, or pick the `*_cfg` configuration of this network",
+        ));
+    }
+    if opts.evaluate && opts.resume.is_none() {
+        return Err(Error::config(
+            "-e",
+            "--resume",
+            "evaluation needs the checkpoint to evaluate: pass --resume FILE (without it the network is untrained)",
+        ));
+    }
+    Ok(())
+}
+
+/// Runs a search or a retrain (or, with `opts.evaluate`, evaluates a checkpoint).
+pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSummary> {
+    check_run(kind, &cfg, &opts)?;
     let data = open_data(&cfg)?;
     if data.classes.len() != cfg.model.num_classes {
         if opts.verbose {
@@ -199,6 +237,7 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
         cfg.model.num_classes = data.classes.len();
     }
 
+    let resume_path = opts.resume.clone().unwrap_or_default();
     let checkpoint = match &opts.resume {
         Some(p) => Some(checkpoint::load(p, &opts.device)?),
         None => None,
@@ -207,7 +246,7 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
         if ck.state.kind != kind.name() {
             return Err(Error::msg(format!(
                 "checkpoint `{}` is from a {} run and cannot resume a {} run",
-                opts.resume.as_deref().unwrap_or(Path::new("")).display(),
+                resume_path.display(),
                 ck.state.kind,
                 kind.name()
             )));
@@ -216,7 +255,7 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
         if !diffs.is_empty() {
             return Err(Error::msg(format!(
                 "checkpoint `{}` was made with a different configuration:\n  {}",
-                opts.resume.as_deref().unwrap_or(Path::new("")).display(),
+                resume_path.display(),
                 diffs.join("\n  ")
             )));
         }
@@ -226,8 +265,42 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
     let cost = edmips_core::registry::build_cost(&cfg.model.cost)?;
     let (weights, logits) = cfg.train.sgd_params();
     let mut optim = Optimizers::new(&net, weights, (kind == RunKind::Search).then_some(logits));
-    let mut state = RunState { kind: kind.name().into(), epoch: 0, step_in_epoch: 0, global_step: 0, best_acc1: 0.0 };
+    let bits = if matches!(net.mode(), LayerMode::Search { .. }) { None } else { Some(net.chosen_bits()?) };
+    let identity = data_identity(&data);
+    let mut state = RunState {
+        kind: kind.name().into(),
+        epoch: 0,
+        step_in_epoch: 0,
+        global_step: 0,
+        best_acc1: 0.0,
+        best_epoch: None,
+        partial: EpochPartial::default(),
+        bits: bits.clone(),
+        data: Some(identity.clone()),
+    };
     if let Some(ck) = checkpoint {
+        let mut diffs = Vec::new();
+        if let (Some(was), Some(now)) = (&ck.state.bits, &bits) {
+            let layers = net.searchable_layers();
+            for ((l, a), b) in layers.iter().zip(was).zip(now) {
+                if a != b {
+                    diffs.push(format!("layer {} `{}`: w{}a{} -> w{}a{}", l.index, l.name, a.0, a.1, b.0, b.1));
+                }
+            }
+            if was.len() != now.len() {
+                diffs.push(format!("searchable layers: {} -> {}", was.len(), now.len()));
+            }
+        }
+        if let Some(was) = &ck.state.data {
+            diffs.extend(was.differences(&identity).into_iter().map(|d| format!("data {d}")));
+        }
+        if !diffs.is_empty() {
+            return Err(Error::msg(format!(
+                "checkpoint `{}` was trained with other bits or data (check --ac and DATA):\n  {}",
+                resume_path.display(),
+                diffs.join("\n  ")
+            )));
+        }
         for p in net.params().iter() {
             let t = ck.tensors.get(&p.name).ok_or_else(|| {
                 Error::msg(format!("checkpoint has no tensor `{}`: it was made for another network", p.name))
@@ -246,18 +319,43 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
         if let Some(a) = optim.logits.as_mut() {
             a.set_buffers(m.remove("arch").unwrap_or_default());
         }
-        state = ck.state;
+        state = RunState { bits, data: Some(identity), ..ck.state };
     } else if let Some(e) = opts.start_epoch {
         state.epoch = e;
     }
 
-    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io("creating", &opts.out, e))?;
+    let metrics = opts.out.join("metrics.jsonl");
+    let log = MetricsLog::new(&metrics);
+    if opts.evaluate {
+        // Evaluation reads the checkpoint and writes nothing.
+        let tr = Trainer { kind, cfg, opts, net, cost, optim, data, state, log, history: vec![], _folder: None };
+        let v = tr.validate()?;
+        tr.say(format!(
+            "val: ce {:.4}  top-1 {:.2}%  top-5 {:.2}%  ({} images{})",
+            v.ce,
+            v.top1,
+            v.top5,
+            v.images,
+            skipped_note(v.skipped)
+        ));
+        return Ok(tr.summary(Some(v), None, false));
+    }
+
+    let folder = RunFolder::acquire(&opts.out, opts.resume.as_deref(), opts.force)?;
     let resolved = toml::to_string_pretty(&cfg).map_err(|e| Error::msg(e.to_string()))?;
     write_atomic(&opts.out.join("config.resolved.toml"), resolved.as_bytes())?;
-    let log = MetricsLog::new(&opts.out.join("metrics.jsonl"));
-    let history = read_history(&opts.out.join("metrics.jsonl"));
-    let mut tr = Trainer { kind, cfg, opts, net, cost, optim, data, state, log, history };
+    log.truncate_to(state.epoch, state.global_step)?;
+    let history = read_history(&metrics);
+    let mut tr = Trainer { kind, cfg, opts, net, cost, optim, data, state, log, history, _folder: Some(folder) };
     tr.run()
+}
+
+fn skipped_note(n: usize) -> String {
+    if n > 0 {
+        format!(", {n} undecodable skipped")
+    } else {
+        String::new()
+    }
 }
 
 impl Trainer {
@@ -267,12 +365,12 @@ impl Trainer {
         }
     }
 
+    fn checkpoint_path(&self) -> PathBuf {
+        self.opts.out.join("checkpoint.safetensors")
+    }
+
     fn run(&mut self) -> Result<RunSummary> {
-        if self.opts.evaluate {
-            let v = self.validate()?;
-            self.say(format!("val: ce {:.4}  top-1 {:.2}%  top-5 {:.2}%  ({} images)", v.ce, v.top1, v.top5, v.images));
-            return Ok(self.summary(Some(v), None, false));
-        }
+        let epochs = self.cfg.train.epochs;
         self.say(format!(
             "{} {} on {} ({} train / {} val images, {} classes) -> {}",
             self.kind.name(),
@@ -288,28 +386,58 @@ impl Trainer {
             let r = ArchReport::new(&self.cfg.config_name, 0, &self.net, self.cost.as_ref())?;
             self.say(format!("initial architecture:\n{}", r.table()));
         }
+        if self.opts.resume.is_some() && self.state.step_in_epoch == 0 && self.state.epoch > 0 {
+            // A crash between the epoch's checkpoint and the files it owes leaves them stale or
+            // missing: write them again from the checkpoint's state.
+            let r = ArchReport::new(&self.cfg.config_name, self.state.epoch, &self.net, self.cost.as_ref())?;
+            self.epoch_outputs(&r, self.state.best_epoch == Some(self.state.epoch))?;
+            report = Some(r);
+        }
+        if self.state.epoch >= epochs {
+            self.say(format!(
+                "this run has already finished its {epochs} epochs ({}); nothing to do. \
+                 To train longer, resume with a larger --epochs.",
+                self.checkpoint_path().display()
+            ));
+            let mut s = self.summary(None, report, false);
+            s.already_finished = true;
+            return Ok(s);
+        }
         let mut last_val = None;
-        while self.state.epoch < self.cfg.train.epochs {
+        while self.state.epoch < epochs {
             let epoch = self.state.epoch;
             let train = self.train_epoch(epoch)?;
             if train.interrupted {
-                let path = self.opts.out.join("checkpoint.safetensors");
+                let path = self.checkpoint_path();
                 self.save(&path)?;
                 self.say(format!(
-                    "interrupted: saved epoch {epoch} step {} to {}; continue with --resume {}",
+                    "interrupted: saved epoch {}/{epochs} after step {} to {}",
+                    epoch + 1,
                     self.state.step_in_epoch,
-                    path.display(),
                     path.display()
                 ));
                 return Ok(self.summary(last_val, report, true));
             }
             let v = self.validate()?;
+            if !v.ce.is_finite() {
+                return Err(Error::NonFinite(format!(
+                    "validation loss ({}) after epoch {}/{epochs} (step {}); stopped before saving it. \
+                     The last good checkpoint is {} (if any).",
+                    v.ce,
+                    epoch + 1,
+                    self.state.step_in_epoch,
+                    self.checkpoint_path().display()
+                )));
+            }
+            self.check_parameters(epoch)?;
             let r = ArchReport::new(&self.cfg.config_name, epoch + 1, &self.net, self.cost.as_ref())?;
             self.state.epoch += 1;
             self.state.step_in_epoch = 0;
-            let is_best = v.top1 > self.state.best_acc1 || self.history.is_empty() && epoch == 0;
-            if v.top1 > self.state.best_acc1 {
-                self.state.best_acc1 = v.top1;
+            self.state.partial = EpochPartial::default();
+            let is_best = v.top1 > self.state.best_acc1 || self.state.best_epoch.is_none();
+            if is_best {
+                self.state.best_acc1 = self.state.best_acc1.max(v.top1);
+                self.state.best_epoch = Some(self.state.epoch);
             }
             let rec = EpochRecord {
                 kind: "epoch".into(),
@@ -326,35 +454,72 @@ impl Trainer {
                 bit_expected: r.expected.as_ref().map(|e| e.headline.value),
                 images_per_s: train.images_per_s,
                 skipped: train.skipped,
+                val_skipped: v.skipped,
+                global_step: self.state.global_step,
             };
-            self.log.write(&rec)?;
-            self.history.push(rec);
             self.say(format!(
-                "epoch {epoch}: train ce {:.4} top-1 {:.2}% | val ce {:.4} top-1 {:.2}% top-5 {:.2}% | {:.1} img/s{}",
+                "epoch {}/{epochs}: train ce {:.4} top-1 {:.2}% | val ce {:.4} top-1 {:.2}% top-5 {:.2}% | {:.1} img/s{}{}",
+                epoch + 1,
                 train.ce,
                 train.top1,
                 v.ce,
                 v.top1,
                 v.top5,
                 train.images_per_s,
-                if train.skipped > 0 { format!(" | {} bad images skipped", train.skipped) } else { String::new() }
+                if train.skipped > 0 { format!(" | {} bad train images skipped", train.skipped) } else { String::new() },
+                if v.skipped > 0 { format!(" | {} bad val images skipped", v.skipped) } else { String::new() }
             ));
             self.say(r.table());
-            let arch_json = serde_json::to_string_pretty(&r).map_err(|e| Error::msg(e.to_string()))?;
-            write_atomic(&self.opts.out.join("arch.json"), arch_json.as_bytes())?;
-            let ck = self.opts.out.join("checkpoint.safetensors");
-            self.save(&ck)?;
-            if is_best {
-                copy_atomic(&ck, &self.opts.out.join("best.safetensors"))?;
-            }
-            if (epoch + 1) % self.cfg.train.step_epoch == 0 {
-                copy_atomic(&ck, &self.opts.out.join(format!("checkpoint_ep{}.safetensors", epoch + 1)))?;
-            }
-            plots::write_all(&self.opts.out, &self.history, &r)?;
+            // The checkpoint first: the files after it can always be rewritten from it.
+            self.save(&self.checkpoint_path())?;
+            self.log.write(&rec)?;
+            self.history.push(rec);
+            self.epoch_outputs(&r, is_best)?;
             last_val = Some(v);
             report = Some(r);
         }
         Ok(self.summary(last_val, report, false))
+    }
+
+    /// The files a finished epoch owes besides `checkpoint.safetensors` (which must already
+    /// hold it): `arch.json`, the plots, `best.safetensors` when it was the best, and
+    /// `checkpoint_ep{N}` every `step_epoch`. Idempotent, so a resume after a crash calls it
+    /// again.
+    fn epoch_outputs(&self, r: &ArchReport, is_best: bool) -> Result<()> {
+        let done = self.state.epoch;
+        let arch_json = serde_json::to_string_pretty(r).map_err(|e| Error::msg(e.to_string()))?;
+        write_atomic(&self.opts.out.join("arch.json"), arch_json.as_bytes())?;
+        let ck = self.checkpoint_path();
+        let best = self.opts.out.join("best.safetensors");
+        if is_best && checkpoint::read_state(&best).map(|s| s.epoch != done).unwrap_or(true) {
+            copy_atomic(&ck, &best)?;
+        }
+        if done.is_multiple_of(self.cfg.train.step_epoch) {
+            let per_epoch = self.opts.out.join(format!("checkpoint_ep{done}.safetensors"));
+            if checkpoint::read_state(&per_epoch).map(|s| s.epoch != done).unwrap_or(true) {
+                copy_atomic(&ck, &per_epoch)?;
+            }
+        }
+        plots::write_all(&self.opts.out, &self.history, r)
+    }
+
+    /// Every trainable tensor must be finite at the end of an epoch, or the run stops before
+    /// anything is saved from it.
+    fn check_parameters(&self, epoch: usize) -> Result<()> {
+        for p in self.net.params().iter() {
+            let s = p.var.as_tensor().sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !s.is_finite() {
+                return Err(Error::NonFinite(format!(
+                    "parameter `{}` after epoch {}/{} (step {}); stopped before saving it. The last good checkpoint is {} (if any).",
+                    p.name,
+                    epoch + 1,
+                    self.cfg.train.epochs,
+                    self.state.step_in_epoch,
+                    self.checkpoint_path().display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn summary(&self, last_val: Option<ValResult>, report: Option<ArchReport>, interrupted: bool) -> RunSummary {
@@ -365,6 +530,8 @@ impl Trainer {
             last_val,
             report,
             interrupted,
+            checkpoint: self.checkpoint_path(),
+            already_finished: false,
         }
     }
 
@@ -383,7 +550,8 @@ impl Trainer {
         LoaderConfig::new(graph_input, t.batch_size, train, t.seed).workers(t.workers.max(1))
     }
 
-    /// One training epoch from `state.step_in_epoch`.
+    /// One training epoch from `state.step_in_epoch`, continuing the epoch's running sums of a
+    /// resumed checkpoint.
     fn train_epoch(&mut self, epoch: usize) -> Result<EpochTrain> {
         let t = self.cfg.train.clone();
         self.optim.weights.lr = t.lr_at(epoch);
@@ -393,16 +561,22 @@ impl Trainer {
         // The loader counts `max_batches` from `start_batch`: pass what is left of the epoch's cap.
         let left = t.max_steps_per_epoch.map(|m| m.saturating_sub(self.state.step_in_epoch));
         let cfg = self.loader_config(true).start_batch(self.state.step_in_epoch).max_batches(left);
-        let total = Loader::batches_to_yield(self.data.train.len(), &cfg);
-        let iter = Loader::epoch(self.data.train.clone(), &cfg, epoch as u64, &self.opts.device)?;
+        let total = self.state.step_in_epoch + Loader::batches_to_yield(self.data.train.len(), &cfg);
+        let mut iter = Loader::epoch(self.data.train.clone(), &cfg, epoch as u64, &self.opts.device)?;
         let bar = self.progress_bar(total as u64, epoch);
-        let (mut ce_m, mut comp_m, mut top1_m, mut top5_m) =
-            (Mean::default(), Mean::default(), Mean::default(), Mean::default());
-        let (mut images, mut skipped) = (0usize, 0usize);
+        let mut images = 0usize;
         let start = Instant::now();
-        for batch in iter {
+        let summary = |p: &EpochPartial, ips: f64, interrupted: bool| EpochTrain {
+            ce: p.ce.get(),
+            complexity: p.complexity.get(),
+            top1: p.top1.get(),
+            images_per_s: ips,
+            skipped: p.skipped,
+            interrupted,
+        };
+        for batch in iter.by_ref() {
             let batch = batch?;
-            skipped += batch.skipped;
+            self.state.partial.skipped += batch.skipped;
             let n = batch.labels.dims1()?;
             let ctx = RelaxContext::train(epoch, self.state.global_step, t.seed);
             let cd = if self.kind == RunKind::Search { t.complexity_decay } else { 0.0 };
@@ -410,28 +584,32 @@ impl Trainer {
                 train_step(&self.net, self.cost.as_ref(), &mut self.optim, &batch.images, &batch.labels, &ctx, cd)
                     .map_err(|e| match e {
                         Error::NonFinite(what) => Error::NonFinite(format!(
-                            "{what} at epoch {epoch}, step {}; stopped before the update. \
+                            "{what} at epoch {}/{}, step {}; stopped before the update. \
                          The last good checkpoint is {} (if any); lower --lr or check the data.",
-                            self.state.step_in_epoch,
-                            self.opts.out.join("checkpoint.safetensors").display()
+                            epoch + 1,
+                            t.epochs,
+                            self.state.step_in_epoch + 1,
+                            self.checkpoint_path().display()
                         )),
                         e => e,
                     })?;
             let (h1, h5) = topk_hits(&out.logits, &batch.labels)?;
-            ce_m.add(out.ce, n);
-            comp_m.add(out.complexity, n);
-            top1_m.add(100.0 * h1 as f64 / n as f64, n);
-            top5_m.add(100.0 * h5 as f64 / n as f64, n);
+            let p = &mut self.state.partial;
+            p.ce.add(out.ce, n);
+            p.complexity.add(out.complexity, n);
+            p.top1.add(100.0 * h1 as f64 / n as f64, n);
+            p.top5.add(100.0 * h5 as f64 / n as f64, n);
             images += n;
             self.state.step_in_epoch += 1;
             self.state.global_step += 1;
             let ips = images as f64 / start.elapsed().as_secs_f64().max(1e-9);
             let step = self.state.step_in_epoch;
+            let p = &self.state.partial;
             if let Some(b) = &bar {
-                b.set_message(format!("ce {:.3} top-1 {:.1}% {:.0} img/s", ce_m.get(), top1_m.get(), ips));
+                b.set_message(format!("ce {:.3} top-1 {:.1}% {:.0} img/s", p.ce.get(), p.top1.get(), ips));
                 b.inc(1);
             }
-            if step % t.print_freq.max(1) == 0 || step == total {
+            if step.is_multiple_of(t.print_freq.max(1)) || step == total {
                 self.log.write(&StepRecord {
                     kind: "step",
                     epoch,
@@ -439,20 +617,22 @@ impl Trainer {
                     global_step: self.state.global_step,
                     lr: self.optim.weights.lr,
                     lra: self.optim.logits_lr(),
-                    ce: ce_m.get(),
-                    complexity: comp_m.get(),
-                    top1: top1_m.get(),
-                    top5: top5_m.get(),
+                    ce: p.ce.get(),
+                    complexity: p.complexity.get(),
+                    top1: p.top1.get(),
+                    top5: p.top5.get(),
                     images_per_s: ips,
                 })?;
                 if bar.is_none() {
                     self.say(format!(
-                        "epoch {epoch} [{step:>5}/{total}] lr {:.5} ce {:.4} complexity {:.3} top-1 {:.2}% top-5 {:.2}% {:.1} img/s",
+                        "epoch {}/{} [{step:>5}/{total}] lr {:.5} ce {:.4} complexity {:.3} top-1 {:.2}% top-5 {:.2}% {:.1} img/s",
+                        epoch + 1,
+                        t.epochs,
                         self.optim.weights.lr,
-                        ce_m.get(),
-                        comp_m.get(),
-                        top1_m.get(),
-                        top5_m.get(),
+                        p.ce.get(),
+                        p.complexity.get(),
+                        p.top1.get(),
+                        p.top5.get(),
                         ips
                     ));
                 }
@@ -461,16 +641,25 @@ impl Trainer {
                 if let Some(b) = bar {
                     b.abandon();
                 }
-                let (ce, complexity, top1) = (ce_m.get(), comp_m.get(), top1_m.get());
-                return Ok(EpochTrain { ce, complexity, top1, images_per_s: ips, skipped, interrupted: true });
+                return Ok(summary(&self.state.partial, ips, true));
             }
         }
+        self.state.partial.skipped += iter.trailing_skipped();
         if let Some(b) = bar {
             b.finish_and_clear();
         }
+        if self.state.partial.ce.count() == 0.0 {
+            return Err(Error::Data(format!(
+                "epoch {}/{}: no usable training image ({} of {} skipped as undecodable with --skip-bad); \
+                 stopping instead of saving an untrained network",
+                epoch + 1,
+                t.epochs,
+                self.state.partial.skipped,
+                self.data.train.len()
+            )));
+        }
         let ips = images as f64 / start.elapsed().as_secs_f64().max(1e-9);
-        let (ce, complexity, top1) = (ce_m.get(), comp_m.get(), top1_m.get());
-        Ok(EpochTrain { ce, complexity, top1, images_per_s: ips, skipped, interrupted: false })
+        Ok(summary(&self.state.partial, ips, false))
     }
 
     fn progress_bar(&self, total: u64, epoch: usize) -> Option<indicatif::ProgressBar> {
@@ -478,33 +667,42 @@ impl Trainer {
             return None;
         }
         let b = indicatif::ProgressBar::new(total);
+        b.set_position(self.state.step_in_epoch as u64);
         let style =
             indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {elapsed_precise} {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         b.set_style(style);
-        b.set_prefix(epoch.to_string());
+        b.set_prefix(format!("{}/{}", epoch + 1, self.cfg.train.epochs));
         Some(b)
     }
 
     fn validate(&self) -> Result<ValResult> {
         let cfg = self.loader_config(false).max_batches(self.cfg.train.max_val_batches);
-        let iter = Loader::epoch(self.data.val.clone(), &cfg, 0, &self.opts.device)?;
-        let (mut ce_m, mut n_all, mut h1, mut h5) = (Mean::default(), 0usize, 0usize, 0usize);
+        let mut iter = Loader::epoch(self.data.val.clone(), &cfg, 0, &self.opts.device)?;
+        let (mut ce_m, mut n_all, mut h1, mut h5, mut skipped) = (Mean::default(), 0usize, 0usize, 0usize, 0usize);
         let ctx = RelaxContext::eval();
-        for batch in iter {
+        for batch in iter.by_ref() {
             let batch = batch?;
+            skipped += batch.skipped;
             let n = batch.labels.dims1()?;
             let fwd = self.net.forward(&batch.images, false, &ctx)?;
             let logits = fwd.logits.detach();
-            let ce =
-                candle_nn::loss::cross_entropy(&logits, &batch.labels)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let ce = cross_entropy(&logits, &batch.labels)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             let (a, b) = topk_hits(&logits, &batch.labels)?;
             ce_m.add(ce, n);
             n_all += n;
             h1 += a;
             h5 += b;
         }
-        let pct = |h: usize| if n_all == 0 { 0.0 } else { 100.0 * h as f64 / n_all as f64 };
-        Ok(ValResult { ce: ce_m.get(), top1: pct(h1), top5: pct(h5), images: n_all })
+        skipped += iter.trailing_skipped();
+        if n_all == 0 {
+            return Err(Error::Data(format!(
+                "validation: no usable image ({skipped} of {} skipped as undecodable with --skip-bad); \
+                 an accuracy over no images would be meaningless",
+                self.data.val.len()
+            )));
+        }
+        let pct = |h: usize| 100.0 * h as f64 / n_all as f64;
+        Ok(ValResult { ce: ce_m.get(), top1: pct(h1), top5: pct(h5), images: n_all, skipped })
     }
 }
