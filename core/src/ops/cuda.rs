@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
-use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaStorage, Layout};
 
 use super::kernels::CUDA_BLOCK;
