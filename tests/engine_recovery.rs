@@ -69,7 +69,7 @@ fn a_resume_after_a_crash_rewrites_what_the_epoch_owes_and_drops_lost_log_lines(
     let mut log = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
     log += "{\"kind\":\"step\",\"epoch\":1,\"step\":1,\"global_step\":5,\"ce\":9.0}\n{\"kind\":\"epoch\",\"epoch\":1,";
     std::fs::write(b.join("metrics.jsonl"), log).unwrap();
-    for f in ["arch.json", "best.safetensors", "checkpoint_ep1.safetensors", "bits.svg"] {
+    for f in ["arch.json", "best.safetensors", "checkpoint_ep1.safetensors", "arch.svg"] {
         std::fs::remove_file(b.join(f)).unwrap();
     }
     std::fs::write(b.join(".best.safetensors.tmp-4242"), b"half").unwrap();
@@ -77,7 +77,7 @@ fn a_resume_after_a_crash_rewrites_what_the_epoch_owes_and_drops_lost_log_lines(
     let ck = b.join("checkpoint.safetensors");
     let s = run(RunKind::Search, cfg("mixtiny_w1234a234", 1), opts(&b, Some(ck.clone()))).unwrap();
     assert!(s.already_finished, "a resume of a finished run says so");
-    for f in ["arch.json", "best.safetensors", "checkpoint_ep1.safetensors", "bits.svg"] {
+    for f in ["arch.json", "best.safetensors", "checkpoint_ep1.safetensors", "arch.svg"] {
         assert!(b.join(f).is_file(), "{f} is written again");
     }
     assert!(!b.join(".best.safetensors.tmp-4242").exists(), "stray temporary files are removed");

@@ -86,7 +86,7 @@ fn resume_is_bitwise_exact_at_epoch_boundaries_and_mid_epoch() {
         "arch.json",
         "metrics.jsonl",
         "curves.svg",
-        "bits.svg",
+        "arch.svg",
         "config.resolved.toml",
     ] {
         assert!(a.join(f).is_file(), "{f} written");

@@ -2,6 +2,7 @@
 //! Fashion-MNIST subset. Every setting of the preset is here, applied before `--config`, the
 //! flags and `--set`, so each can still be overridden.
 
+use crate::engine::budget::BudgetTarget;
 use crate::engine::{RunConfig, RunKind};
 
 /// The configuration the default job searches.
@@ -28,7 +29,8 @@ pub fn fit_embedded_data(cfg: &mut RunConfig) {
 }
 
 /// Applies the default job's preset: the embedded data's input and 10 classes, 2 epochs with
-/// the rates stepped after each, batch 128; a search also gets `cd 0.003` and `lra 0.1`.
+/// the rates stepped after each, batch 128; a search also gets `lra 0.1` and a budget: a
+/// normalised bit of 2.0, with `cd` controlled from 0.003.
 pub fn apply(cfg: &mut RunConfig, kind: RunKind) {
     fit_embedded_data(cfg);
     cfg.model.num_classes = 10;
@@ -44,5 +46,6 @@ pub fn apply(cfg: &mut RunConfig, kind: RunKind) {
         // default job is 2 epochs, not 25.
         t.complexity_decay = 0.003;
         t.lra = 0.1;
+        t.target = Some(BudgetTarget::new("bit", 2.0));
     }
 }

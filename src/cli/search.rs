@@ -1,5 +1,6 @@
 //! `edmips search`: mixed-precision search (the reference's `search.py`).
 
+use crate::engine::budget::BudgetTarget;
 use crate::engine::{run, RunKind};
 use anyhow::Result;
 use clap::Args;
@@ -17,16 +18,34 @@ pub struct SearchArgs {
     /// Weight of the complexity term [default: 0; default job: 0.003].
     #[arg(long = "cd", visible_alias = "complexity-decay", allow_negative_numbers = true)]
     cd: Option<f64>,
+    /// Search to this normalised bit (the cost's `bit` metric): `cd` is controlled from its
+    /// start value, and the final architecture is repaired to within 0.01 bit [default job: 2.0].
+    #[arg(long = "target-bit", allow_negative_numbers = true, conflicts_with = "target_bitops")]
+    target_bit: Option<f64>,
+    /// Search to this many BitOps (the cost's `bitops` metric, in its unit).
+    #[arg(long = "target-bitops", allow_negative_numbers = true)]
+    target_bitops: Option<f64>,
 }
 
 /// Runs `edmips search`.
 pub fn run_search(args: &SearchArgs) -> Result<()> {
+    let default_job = args.run.default_job();
     let cfg = args.run.resolve(RunKind::Search, |c| {
         if let Some(v) = args.lra {
             c.train.lra = v;
         }
         if let Some(v) = args.cd {
             c.train.complexity_decay = v;
+        }
+        if default_job && args.cd.is_some() {
+            // `--cd` alone asks for the reference's fixed weight, also in the default job.
+            c.train.target = None;
+        }
+        if let Some(v) = args.target_bit {
+            c.train.target = Some(BudgetTarget::new("bit", v));
+        }
+        if let Some(v) = args.target_bitops {
+            c.train.target = Some(BudgetTarget { tolerance: 0.005 * v.abs(), ..BudgetTarget::new("bitops", v) });
         }
     })?;
     let opts = args.run.options(&cfg, None)?;
@@ -46,6 +65,18 @@ pub fn run_search(args: &SearchArgs) -> Result<()> {
         let bit = r.argmax.headline.value;
         let expected = r.expected.as_ref().map(|e| format!(" (expected {:.3})", e.headline.value)).unwrap_or_default();
         println!("normalised bit {bit:.3}{expected}; architecture: {}", out.join("arch.json").display());
+        if let (Some(t), Some(rep)) = (&cfg.train.target, &r.repair) {
+            println!(
+                "budget: {} target {} reached {:.4} (the argmax had {:.4}; {} layer change(s) by the repair)",
+                t.metric,
+                t.value,
+                rep.after,
+                rep.before,
+                rep.changes.len()
+            );
+        } else if let Some(t) = &cfg.train.target {
+            println!("budget: {} target {}: the argmax met it without repair", t.metric, t.value);
+        }
         let quant = retrain_config(&arch);
         let mut cmd = format!("edmips train -a {quant} --ac {}", out.join("arch.json").display());
         if let Some(d) = &cfg.data.path {

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::budget::Repair;
 use edmips_core::error::Result;
 use edmips_core::graph::Network;
 use edmips_core::traits::{ComplexityCost, CostSummary, LayerBits, RelaxContext};
@@ -67,6 +68,9 @@ pub struct ArchReport {
     /// Totals of the expected bits (search only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<CostSummary>,
+    /// What the budget repair changed in the chosen bits (a search with a target, last epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<Repair>,
 }
 
 impl ArchReport {
@@ -117,7 +121,7 @@ impl ArchReport {
         let bits: Vec<LayerBits> = chosen.iter().map(|&(w, a)| LayerBits { wbit: w as f64, abit: a as f64 }).collect();
         let argmax = cost.summarize(infos, &bits);
         let expected = (!expected.is_empty()).then(|| cost.summarize(infos, &expected));
-        Ok(ArchReport { config: config.to_string(), epoch, layers, argmax, expected })
+        Ok(ArchReport { config: config.to_string(), epoch, layers, argmax, expected, repair: None })
     }
 
     /// The chosen `(wbit, abit)` per layer.
@@ -161,9 +165,30 @@ impl ArchReport {
             let m: Vec<String> = c.metrics.iter().map(|m| format!("{} {:.4} {}", m.name, m.value, m.unit)).collect();
             format!("{label}: {}\n", m.join(", "))
         };
-        s += &line(if search { "argmax" } else { "fixed" }, &self.argmax);
+        let chosen = match (&self.repair, search) {
+            (Some(_), _) => "chosen (repaired)",
+            (None, true) => "argmax",
+            (None, false) => "fixed",
+        };
+        s += &line(chosen, &self.argmax);
         if let Some(e) = &self.expected {
             s += &line("expected", e);
+        }
+        if let Some(r) = &self.repair {
+            let moves: Vec<String> = r
+                .changes
+                .iter()
+                .map(|c| format!("{} w{}a{} -> w{}a{}", c.name, c.from.0, c.from.1, c.to.0, c.to.1))
+                .collect();
+            s += &format!(
+                "budget repair: {} {:.4} -> {:.4} (target {}), {} layer change(s): {}\n",
+                r.metric,
+                r.before,
+                r.after,
+                r.target,
+                r.changes.len(),
+                if moves.is_empty() { "none".to_string() } else { moves.join(", ") }
+            );
         }
         s
     }

@@ -14,6 +14,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::atomic::write_atomic;
+use super::budget::Controller;
 use super::metrics::Mean;
 use super::run_config::RunConfig;
 use edmips_core::error::{Error, Result};
@@ -50,6 +51,9 @@ pub struct RunState {
     /// The data set the run trains on.
     #[serde(default)]
     pub data: Option<DataIdentity>,
+    /// The budget controller (a search with a target).
+    #[serde(default)]
+    pub controller: Option<Controller>,
 }
 
 /// The sample-weighted sums of a partly done training epoch.

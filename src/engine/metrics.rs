@@ -128,6 +128,8 @@ pub struct StepRecord {
     pub top1: f64,
     /// Running training top-5 (percent).
     pub top5: f64,
+    /// The complexity weight of the next step (controlled when the search has a target).
+    pub cd: f64,
     /// Training throughput.
     pub images_per_s: f64,
 }
@@ -169,6 +171,9 @@ pub struct EpochRecord {
     /// Training steps done in the run at the end of this epoch.
     #[serde(default)]
     pub global_step: u64,
+    /// The complexity weight at the end of the epoch.
+    #[serde(default)]
+    pub cd: f64,
 }
 
 /// The epoch records of an existing `metrics.jsonl` (empty when there is none).

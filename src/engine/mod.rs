@@ -11,6 +11,7 @@
 pub mod arch_report;
 pub mod atomic;
 pub mod bench;
+pub mod budget;
 pub mod checkpoint;
 pub mod metrics;
 pub mod optim;

@@ -1,6 +1,7 @@
-//! SVG plots of a run, drawn with plotters and written atomically:
-//! `curves.svg` (loss, accuracy and normalised bit by epoch) and `bits.svg` (the chosen
-//! weight and activation bits per layer).
+//! SVG plots of a run, drawn with plotters and written atomically: `curves.svg` (loss,
+//! accuracy, normalised bit and, in a search to a budget, the controlled `cd`, by epoch) and
+//! `arch.svg` (the chosen weight and activation bits per layer, with the layer names: the
+//! picture of `arch.json`).
 
 use std::path::Path;
 
@@ -15,10 +16,10 @@ fn err<E: std::fmt::Display>(e: E) -> Error {
     Error::msg(format!("drawing a plot: {e}"))
 }
 
-/// Writes `curves.svg` and `bits.svg` into `out`.
+/// Writes `curves.svg` and `arch.svg` into `out`.
 pub fn write_all(out: &Path, history: &[EpochRecord], report: &ArchReport) -> Result<()> {
     write_atomic(&out.join("curves.svg"), curves(history)?.as_bytes())?;
-    write_atomic(&out.join("bits.svg"), bits(report)?.as_bytes())
+    write_atomic(&out.join("arch.svg"), arch(report)?.as_bytes())
 }
 
 type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
@@ -68,9 +69,11 @@ where
 fn curves(h: &[EpochRecord]) -> Result<String> {
     let mut s = String::new();
     {
-        let root = SVGBackend::with_string(&mut s, (1200, 360)).into_drawing_area();
+        let controlled = h.iter().any(|r| r.cd > 0.0) && h.iter().any(|r| r.bit_expected.is_some());
+        let panels = if controlled { 4 } else { 3 };
+        let root = SVGBackend::with_string(&mut s, (400 * panels as u32, 360)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let areas = root.split_evenly((1, 3));
+        let areas = root.split_evenly((1, panels));
         let x = |r: &EpochRecord| (r.epoch + 1) as f64;
         panel(
             &areas[0],
@@ -94,17 +97,22 @@ fn curves(h: &[EpochRecord]) -> Result<String> {
             bit.push(("expected", h.iter().filter_map(|r| r.bit_expected.map(|b| (x(r), b))).collect(), RED));
         }
         panel(&areas[2], "normalised bit", &bit)?;
+        if controlled {
+            panel(&areas[3], "complexity weight cd", &[("cd", h.iter().map(|r| (x(r), r.cd)).collect(), BLUE)])?;
+        }
         root.present().map_err(err)?;
     }
     Ok(s)
 }
 
-fn bits(r: &ArchReport) -> Result<String> {
+fn arch(r: &ArchReport) -> Result<String> {
     let mut s = String::new();
     {
         let n = r.layers.len().max(1);
-        let width = (120 + 28 * n as u32).max(480);
-        let root = SVGBackend::with_string(&mut s, (width, 360)).into_drawing_area();
+        let name_px = r.layers.iter().map(|l| l.name.len()).max().unwrap_or(4) as i32 * 6 + 14;
+        let width = (120 + 30 * n as u32).max(520);
+        let height = 320 + name_px as u32;
+        let root = SVGBackend::with_string(&mut s, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         // The candidate range when known (search), so charts of successive epochs compare.
         let maxb = r
@@ -114,14 +122,23 @@ fn bits(r: &ArchReport) -> Result<String> {
             .filter(|&b| b < 32)
             .max()
             .unwrap_or(4) as f64;
+        let headline = &r.argmax.headline;
+        let caption = format!(
+            "{}: chosen bits per layer (epoch {}; {} {:.3}{})",
+            r.config,
+            r.epoch,
+            headline.name,
+            headline.value,
+            if r.repair.is_some() { ", after the budget repair" } else { "" }
+        );
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("{}: chosen bits per layer (epoch {})", r.config, r.epoch), ("sans-serif", 16))
+            .caption(caption, ("sans-serif", 16))
             .margin(8)
-            .x_label_area_size(32)
+            .x_label_area_size(name_px)
             .y_label_area_size(40)
-            .build_cartesian_2d(0f64..n as f64, 0f64..maxb + 0.5)
+            .build_cartesian_2d(0f64..n as f64, 0f64..maxb + 1.5)
             .map_err(err)?;
-        chart.configure_mesh().x_desc("layer").y_desc("bits").disable_x_mesh().draw().map_err(err)?;
+        chart.configure_mesh().y_desc("bits").disable_x_mesh().x_labels(0).draw().map_err(err)?;
         let clip = |b: u32| (b as f64).min(maxb + 0.5);
         chart
             .draw_series(
@@ -141,7 +158,19 @@ fn bits(r: &ArchReport) -> Result<String> {
             .map_err(err)?
             .label("activation bits")
             .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 12, y + 4)], RED.filled()));
-        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(err)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()
+            .map_err(err)?;
+        // Layer names under their bars, written downwards.
+        let style = ("sans-serif", 12).into_font().transform(FontTransform::Rotate90).color(&BLACK);
+        for (i, l) in r.layers.iter().enumerate() {
+            let (px, py) = chart.plotting_area().map_coordinate(&(i as f64 + 0.5, 0.0));
+            root.draw(&Text::new(l.name.clone(), (px + 6, py + 6), style.clone())).map_err(err)?;
+        }
         root.present().map_err(err)?;
     }
     Ok(s)

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::budget::BudgetTarget;
 use super::step::SgdParams;
 use crate::data::DataFormat;
 use edmips_core::error::{Error, Result};
@@ -42,6 +43,10 @@ pub struct TrainConfig {
     pub max_steps_per_epoch: Option<usize>,
     /// Cap on validation batches (smoke tests); `None` = the whole split.
     pub max_val_batches: Option<usize>,
+    /// Search to a budget (`--target-bit`, `--target-bitops`): `cd` becomes a controlled
+    /// quantity starting at `complexity_decay` ([`BudgetTarget`]); `None` = the reference's fixed
+    /// `cd`.
+    pub target: Option<BudgetTarget>,
 }
 
 impl Default for TrainConfig {
@@ -60,6 +65,7 @@ impl Default for TrainConfig {
             seed: 0,
             max_steps_per_epoch: None,
             max_val_batches: None,
+            target: None,
         }
     }
 }
@@ -119,6 +125,9 @@ impl TrainConfig {
                     self.complexity_decay
                 ),
             );
+        }
+        if let Some(t) = &self.target {
+            t.validate()?;
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ pub const RUN_FILES: [&str; 7] = [
     "metrics.jsonl",
     "arch.json",
     "curves.svg",
-    "bits.svg",
+    "arch.svg",
     "checkpoint.safetensors",
     "best.safetensors",
 ];

@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use super::arch_report::ArchReport;
 use super::atomic::{copy_atomic, write_atomic};
+use super::budget::{self, expected_bits, Controller};
 use super::checkpoint::{self, DataIdentity, EpochPartial, RunState};
 use super::metrics::{read_history, topk_hits, EpochRecord, Mean, MetricsLog, StepRecord};
 use super::plots;
@@ -34,7 +35,7 @@ use crate::data::{self, DataOptions, Dataset, Loader, LoaderConfig};
 use edmips_core::error::{Error, Result};
 use edmips_core::graph::{build_network, declare_graph, LayerMode, Network};
 use edmips_core::traits::{ComplexityCost, RelaxContext};
-use edmips_core::{FixedBits, QuantMode};
+use edmips_core::{FixedBits, LayerBits, QuantMode};
 
 /// Search or retrain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +278,7 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
         partial: EpochPartial::default(),
         bits: bits.clone(),
         data: Some(identity.clone()),
+        controller: None,
     };
     if let Some(ck) = checkpoint {
         let mut diffs = Vec::new();
@@ -322,6 +324,16 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
         state = RunState { bits, data: Some(identity), ..ck.state };
     } else if let Some(e) = opts.start_epoch {
         state.epoch = e;
+    }
+    if kind == RunKind::Search {
+        if let Some(t) = &cfg.train.target {
+            // Fails early, naming the cost's metrics, when the target's metric is unknown.
+            let layers = net.searchable_layers();
+            t.measure(cost.as_ref(), layers, &vec![LayerBits { wbit: 2.0, abit: 2.0 }; layers.len()])?;
+            if state.controller.is_none() {
+                state.controller = Some(Controller::new(cfg.train.complexity_decay));
+            }
+        }
     }
 
     let metrics = opts.out.join("metrics.jsonl");
@@ -389,7 +401,7 @@ impl Trainer {
         if self.opts.resume.is_some() && self.state.step_in_epoch == 0 && self.state.epoch > 0 {
             // A crash between the epoch's checkpoint and the files it owes leaves them stale or
             // missing: write them again from the checkpoint's state.
-            let r = ArchReport::new(&self.cfg.config_name, self.state.epoch, &self.net, self.cost.as_ref())?;
+            let r = self.report(self.state.epoch)?;
             self.epoch_outputs(&r, self.state.best_epoch == Some(self.state.epoch))?;
             report = Some(r);
         }
@@ -430,7 +442,7 @@ impl Trainer {
                 )));
             }
             self.check_parameters(epoch)?;
-            let r = ArchReport::new(&self.cfg.config_name, epoch + 1, &self.net, self.cost.as_ref())?;
+            let r = self.report(epoch + 1)?;
             self.state.epoch += 1;
             self.state.step_in_epoch = 0;
             self.state.partial = EpochPartial::default();
@@ -456,6 +468,7 @@ impl Trainer {
                 skipped: train.skipped,
                 val_skipped: v.skipped,
                 global_step: self.state.global_step,
+                cd: self.cd(),
             };
             self.say(format!(
                 "epoch {}/{epochs}: train ce {:.4} top-1 {:.2}% | val ce {:.4} top-1 {:.2}% top-5 {:.2}% | {:.1} img/s{}{}",
@@ -479,6 +492,28 @@ impl Trainer {
             report = Some(r);
         }
         Ok(self.summary(last_val, report, false))
+    }
+
+    /// The complexity weight of the next step: the controller's in a search with a target,
+    /// else the configured `cd` (0 in a retrain).
+    fn cd(&self) -> f64 {
+        match (&self.state.controller, self.kind) {
+            (Some(c), RunKind::Search) => c.cd,
+            (None, RunKind::Search) => self.cfg.train.complexity_decay,
+            _ => 0.0,
+        }
+    }
+
+    /// The architecture report after `done` epochs; after the last epoch of a search with a
+    /// target, with the budget repair applied (so `arch.json` holds the architecture to retrain).
+    fn report(&self, done: usize) -> Result<ArchReport> {
+        let mut r = ArchReport::new(&self.cfg.config_name, done, &self.net, self.cost.as_ref())?;
+        if let (RunKind::Search, Some(t)) = (self.kind, &self.cfg.train.target) {
+            if done >= self.cfg.train.epochs {
+                r.repair = budget::repair(&mut r, self.net.searchable_layers(), self.cost.as_ref(), t)?;
+            }
+        }
+        Ok(r)
     }
 
     /// The files a finished epoch owes besides `checkpoint.safetensors` (which must already
@@ -579,7 +614,7 @@ impl Trainer {
             self.state.partial.skipped += batch.skipped;
             let n = batch.labels.dims1()?;
             let ctx = RelaxContext::train(epoch, self.state.global_step, t.seed);
-            let cd = if self.kind == RunKind::Search { t.complexity_decay } else { 0.0 };
+            let cd = self.cd();
             let out =
                 train_step(&self.net, self.cost.as_ref(), &mut self.optim, &batch.images, &batch.labels, &ctx, cd)
                     .map_err(|e| match e {
@@ -593,6 +628,12 @@ impl Trainer {
                         )),
                         e => e,
                     })?;
+            if let (Some(c), Some(target)) = (self.state.controller.as_mut(), &t.target) {
+                c.update(
+                    target,
+                    target.measure(self.cost.as_ref(), self.net.searchable_layers(), &expected_bits(&self.net)?)?,
+                );
+            }
             let (h1, h5) = topk_hits(&out.logits, &batch.labels)?;
             let p = &mut self.state.partial;
             p.ce.add(out.ce, n);
@@ -621,16 +662,26 @@ impl Trainer {
                     complexity: p.complexity.get(),
                     top1: p.top1.get(),
                     top5: p.top5.get(),
+                    cd: self.cd(),
                     images_per_s: ips,
                 })?;
                 if bar.is_none() {
                     self.say(format!(
-                        "epoch {}/{} [{step:>5}/{total}] lr {:.5} ce {:.4} complexity {:.3} top-1 {:.2}% top-5 {:.2}% {:.1} img/s",
+                        "epoch {}/{} [{step:>5}/{total}] lr {:.5} ce {:.4} complexity {:.3}{} top-1 {:.2}% top-5 {:.2}% {:.1} img/s",
                         epoch + 1,
                         t.epochs,
                         self.optim.weights.lr,
                         p.ce.get(),
                         p.complexity.get(),
+                        match &self.state.controller {
+                            Some(c) => format!(
+                                " cd {:.5} ({} {:.3})",
+                                c.cd,
+                                t.target.as_ref().map(|x| x.metric.as_str()).unwrap_or("metric"),
+                                c.last_metric.unwrap_or(f64::NAN)
+                            ),
+                            None => String::new(),
+                        },
                         p.top1.get(),
                         p.top5.get(),
                         ips
