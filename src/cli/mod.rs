@@ -22,6 +22,7 @@ pub mod inspect;
 pub mod list;
 pub mod run_args;
 pub mod search;
+pub mod sweep;
 pub mod train;
 
 /// Differentiable mixed-precision quantization search (EdMIPS) and retraining.
@@ -47,6 +48,9 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Benchmarks: one training step, or the data pipeline.
     Bench(bench::BenchArgs),
+    /// A grid of searches (and retrains) over configuration keys, with uniform baselines:
+    /// one results table and a Pareto plot.
+    Sweep(sweep::SweepArgs),
 }
 
 impl Cli {
@@ -59,6 +63,7 @@ impl Cli {
             Command::Search(a) => search::run_search(&a),
             Command::Train(a) => train::run_train(&a),
             Command::Bench(a) => bench::run_bench(&a),
+            Command::Sweep(a) => sweep::run(&a),
         }
     }
 }
@@ -79,6 +84,13 @@ pub struct Interrupted {
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.command == "sweep" {
+            return write!(
+                f,
+                "interrupted: the sweep stopped before finishing; rerun the same command (same --out {}) to continue it",
+                self.checkpoint.display()
+            );
+        }
         write!(
             f,
             "interrupted: the {} stopped before finishing; continue it exactly with the same command plus --resume {}",

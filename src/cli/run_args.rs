@@ -172,7 +172,7 @@ impl RunArgs {
 
 /// A flag set by the first Ctrl-C (the run saves and stops after the current step); a second
 /// Ctrl-C exits at once.
-fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     ctrlc::set_handler(move || {

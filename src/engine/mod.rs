@@ -19,6 +19,7 @@ pub mod plots;
 pub mod run_config;
 pub mod run_folder;
 pub mod step;
+pub mod sweep;
 pub mod trainer;
 
 pub use arch_report::ArchReport;

@@ -175,3 +175,82 @@ fn arch(r: &ArchReport) -> Result<String> {
     }
     Ok(s)
 }
+
+/// The combination a sweep row belongs to: its keys other than the budget and the seed.
+fn combination(r: &super::sweep::CellResult) -> String {
+    if r.kind == "baseline" {
+        return "uniform baselines".into();
+    }
+    let keep: Vec<&str> = r
+        .params
+        .split("; ")
+        .filter(|kv| !(kv.contains("target") || kv.contains("seed") || kv.contains("complexity_decay")))
+        .filter(|kv| !kv.is_empty())
+        .collect();
+    if keep.is_empty() {
+        "search".into()
+    } else {
+        keep.join(", ")
+    }
+}
+
+/// `pareto.svg` of a sweep: val top-1 (the retrain's when there is one) against the chosen
+/// architecture's normalised bit, one colour per combination, the uniform baselines as a line.
+pub fn pareto(rows: &[super::sweep::CellResult]) -> Result<String> {
+    let pts: Vec<(String, f64, f64)> =
+        rows.iter().filter_map(|r| Some((combination(r), r.bit?, r.val_top1()?))).collect();
+    let mut s = String::new();
+    {
+        let root = SVGBackend::with_string(&mut s, (720, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+        for (_, x, y) in &pts {
+            (x0, x1, y0, y1) = (x0.min(*x), x1.max(*x), y0.min(*y), y1.max(*y));
+        }
+        if !x0.is_finite() {
+            (x0, x1, y0, y1) = (1.0, 4.0, 0.0, 100.0);
+        }
+        let (px, py) = (((x1 - x0) * 0.1).max(0.1), ((y1 - y0) * 0.1).max(1.0));
+        let mut chart = ChartBuilder::on(&root)
+            .caption("sweep: val top-1 against the chosen architecture's cost", ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py).max(0.0)..(y1 + py).min(100.0))
+            .map_err(err)?;
+        chart.configure_mesh().x_desc("normalised bit").y_desc("val top-1 (%)").draw().map_err(err)?;
+        let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, RGBColor(230, 140, 0), RGBColor(120, 60, 160)];
+        let mut groups: Vec<String> = pts.iter().map(|p| p.0.clone()).collect();
+        groups.sort();
+        groups.dedup();
+        for (gi, g) in groups.iter().enumerate() {
+            let mine: Vec<(f64, f64)> = pts.iter().filter(|p| &p.0 == g).map(|p| (p.1, p.2)).collect();
+            if g == "uniform baselines" {
+                let mut line = mine.clone();
+                line.sort_by(|a, b| a.0.total_cmp(&b.0));
+                chart
+                    .draw_series(LineSeries::new(line, BLACK.stroke_width(2)))
+                    .map_err(err)?
+                    .label(g.as_str())
+                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+                chart.draw_series(mine.iter().map(|&p| Cross::new(p, 5, BLACK.stroke_width(2)))).map_err(err)?;
+            } else {
+                let c = palette[gi % palette.len()];
+                chart
+                    .draw_series(mine.iter().map(|&p| Circle::new(p, 5, c.filled())))
+                    .map_err(err)?
+                    .label(g.as_str())
+                    .legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(s)
+}
