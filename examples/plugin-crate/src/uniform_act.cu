@@ -1,4 +1,4 @@
-// `uniform_act` element functions (examples/custom_quantizer.rs): the CUDA twins of its
+// `uniform_act` element functions (uniform_act.rs): the CUDA twins of its
 // `q` and `ste`, pasted by edmips-core in front of the fused mixture kernels.
 __device__ __forceinline__ float edmips_q(float x, const float* p) {
     float c = x < 0.0f ? 0.0f : (x > p[1] ? p[1] : x);

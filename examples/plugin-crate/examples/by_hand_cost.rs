@@ -1,52 +1,11 @@
-//! Writing a complexity-cost plugin end to end: model size (weight memory in Mbit), registered
-//! by id, used as a differentiable search cost and to summarise a discrete allocation.
+//! Using the `model_size` cost by hand: a differentiable search cost over two layers, its
+//! gradient, and the summary of a discrete allocation.
 //!
-//! `cargo run --release --example custom_cost`
+//! `cargo run --release -p edmips-example-plugins --example by_hand_cost`
 
 use edmips::core::candle::{DType, Device, Tensor, Var};
-use edmips::core::{CostSummary, Error, LayerBits, LayerInfo, LayerKind, Metric, Params, Table};
-use edmips::{registry, BitDistribution, ComplexityCost, PluginSpec, RelaxContext, Result};
-
-/// The registry id, written once.
-const ID: &str = "model_size";
-
-/// Weight memory: `param_size · E[wbit]` Mbit per layer, normalised by the 32-bit model size.
-#[derive(Debug)]
-struct ModelSize;
-
-impl ComplexityCost for ModelSize {
-    fn id(&self) -> &str {
-        ID
-    }
-    fn layer_cost(&self, layer: &LayerInfo, _act: &BitDistribution, weight: &BitDistribution) -> Result<Tensor> {
-        Ok(weight.expected()?.affine(layer.param_size(), 0.0)?)
-    }
-    fn normalizer(&self, layers: &[LayerInfo]) -> f64 {
-        layers.iter().map(|l| l.param_size() * 32.0).sum()
-    }
-    fn discrete_cost(&self, layer: &LayerInfo, bits: LayerBits) -> f64 {
-        layer.param_size() * bits.wbit
-    }
-    fn summarize(&self, layers: &[LayerInfo], bits: &[LayerBits]) -> CostSummary {
-        let mbit: f64 = layers.iter().zip(bits).map(|(l, b)| self.discrete_cost(l, *b)).sum();
-        let params: f64 = layers.iter().map(|l| l.param_size()).sum();
-        CostSummary {
-            headline: Metric::new("mean_wbit", mbit / params, "bit"),
-            metrics: vec![Metric::new("size", mbit, "Mbit"), Metric::new("mean_wbit", mbit / params, "bit")],
-        }
-    }
-}
-
-fn build(t: &Table) -> Result<Box<dyn ComplexityCost>> {
-    Params::new(ID, t).deny_unknown(&[])?;
-    Ok(Box::new(ModelSize))
-}
-
-edmips::core::register_cost! {
-    id: ID,
-    summary: "Example: weight memory in Mbit, normalised by the 32-bit model",
-    build: build,
-}
+use edmips::core::{Error, LayerBits, LayerInfo, LayerKind};
+use edmips::{registry, BitDistribution, PluginSpec, RelaxContext, Result};
 
 fn conv(index: usize, cin: usize, cout: usize, hw: usize) -> LayerInfo {
     LayerInfo {
@@ -65,6 +24,7 @@ fn conv(index: usize, cin: usize, cout: usize, hw: usize) -> LayerInfo {
 
 fn main() -> Result<()> {
     edmips::link_builtins();
+    edmips_example_plugins::link();
     let cost = registry::build_cost(&PluginSpec::new("model_size"))?;
     let softmax = registry::build_relaxation(&PluginSpec::new("softmax"))?;
     let layers = vec![conv(0, 16, 32, 32), conv(1, 32, 64, 16)];
