@@ -17,8 +17,8 @@ fn set(v: &[&str]) -> BTreeSet<String> {
 
 #[test]
 fn built_in_plugin_ids_are_exactly_these() {
-    assert_eq!(ids(PluginKind::Quantizer), set(&["gauss", "hwgq"]));
-    assert_eq!(ids(PluginKind::Relaxation), set(&["softmax"]));
+    assert_eq!(ids(PluginKind::Quantizer), set(&["dorefa", "gauss", "hwgq"]));
+    assert_eq!(ids(PluginKind::Relaxation), set(&["gumbel", "softmax"]));
     assert_eq!(ids(PluginKind::Cost), set(&["bitops"]));
 }
 
@@ -27,7 +27,7 @@ fn unknown_ids_list_the_closest_known_ones() {
     edmips::link_builtins();
     let e = registry::quantizer("hwqg").unwrap_err().to_string();
     assert!(e.contains("unknown quantizer id `hwqg`") && e.contains("did you mean `hwgq`"), "{e}");
-    assert!(e.contains("known ids: `gauss`, `hwgq`"), "{e}");
+    assert!(e.contains("known ids: `dorefa`, `gauss`, `hwgq`"), "{e}");
     let e = registry::build_cost(&PluginSpec::new("bitop")).unwrap_err().to_string();
     assert!(e.contains("did you mean `bitops`"), "{e}");
 }
@@ -54,7 +54,7 @@ fn edmips_list_prints_ids_and_summaries_and_rejects_unknown_kinds() {
     }
     let out = Command::new(exe).args(["list", "--kind", "quantizer", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v.as_array().unwrap().len(), 3);
     let out = Command::new(exe).args(["list", "--kind", "quantiser"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected one of quantizer"));

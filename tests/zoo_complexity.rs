@@ -219,7 +219,7 @@ fn pretrained_configurations_reproduce_the_readme_bits() {
 fn every_named_configuration_resolves() {
     edmips::link_builtins();
     let names: Vec<String> = registry::configs().unwrap().iter().map(|e| e.id.to_string()).collect();
-    assert_eq!(names.len(), 21, "{names:?}");
+    assert_eq!(names.len(), 25, "{names:?}");
     for n in &names {
         let cfg = config(n);
         let g = declare_graph(&cfg).unwrap_or_else(|e| panic!("{n}: {e}"));

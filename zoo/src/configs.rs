@@ -16,7 +16,7 @@
 //! golden `*_complexity.json` `fixed_configs` give them; their normalised bits reproduce the
 //! README's 1.992 / 2.007 / 1.994 / 1.982.
 
-use edmips_core::{FixedBits, ModelConfig, Params, QuantMode, Result, Table};
+use edmips_core::{FixedBits, ModelConfig, Params, PluginSpec, QuantMode, Result, Table};
 
 /// `quantres18_pretrained_cfg`: the authors' searched architecture (reference hard-coded lists), `[wbit, abit]` per layer.
 const RES18_PRETRAINED: [[u32; 2]; 19] = [
@@ -258,6 +258,14 @@ fn search(backbone: &str, classes: usize) -> ModelConfig {
     ModelConfig { num_classes: classes, ..ModelConfig::edmips_search(backbone) }
 }
 
+fn with_relaxation(c: ModelConfig, id: &str) -> ModelConfig {
+    ModelConfig { relaxation: PluginSpec::new(id), ..c }
+}
+
+fn with_weights(c: ModelConfig, id: &str) -> ModelConfig {
+    ModelConfig { weight_quantizer: PluginSpec::new(id), ..c }
+}
+
 fn fixed(backbone: &str, classes: usize, bits: FixedBits) -> ModelConfig {
     ModelConfig { num_classes: classes, ..ModelConfig::edmips(backbone, QuantMode::Fixed { bits }) }
 }
@@ -319,6 +327,26 @@ config!("quantinception_pretrained_cfg", "Inception-V3, the authors' searched ar
     list("inception_v3", 1000, &INCEPTION_PRETRAINED)
 });
 config!("mixres20_w1234a234", "search CIFAR ResNet-20 (10 classes), w{1,2,3,4} a{2,3,4}", || search("resnet20", 10));
+config!(
+    "mixres20_gumbel_w1234a234",
+    "search CIFAR ResNet-20 with the Gumbel-softmax relaxation, w{1,2,3,4} a{2,3,4}",
+    || { with_relaxation(search("resnet20", 10), "gumbel") }
+);
+config!(
+    "mixres20_dorefa_w1234a234",
+    "search CIFAR ResNet-20 with DoReFa weights (hwgq activations), w{1,2,3,4} a{2,3,4}",
+    || { with_weights(search("resnet20", 10), "dorefa") }
+);
+config!(
+    "mixres18_gumbel_w1234a234",
+    "search ResNet-18 with the Gumbel-softmax relaxation, w{1,2,3,4} a{2,3,4}",
+    || { with_relaxation(search("resnet18", 1000), "gumbel") }
+);
+config!(
+    "mixres18_dorefa_w1234a234",
+    "search ResNet-18 with DoReFa weights (hwgq activations), w{1,2,3,4} a{2,3,4}",
+    || { with_weights(search("resnet18", 1000), "dorefa") }
+);
 config!("quantres20_cfg", "CIFAR ResNet-20 (10 classes), bits from an architecture file (--ac)", || {
     arch_file("resnet20", 10)
 });

@@ -58,7 +58,9 @@ impl MixedConv {
     pub fn act_distribution(&self, ctx: &RelaxContext) -> Result<BitDistribution> {
         Ok(BitDistribution {
             bits: self.abits.clone(),
-            probs: self.relaxation.weights(self.alpha_activ.as_tensor(), ctx)?,
+            probs: self
+                .relaxation
+                .weights(self.alpha_activ.as_tensor(), &ctx.for_stream(2 * self.info.index as u64))?,
         })
     }
 
@@ -66,7 +68,9 @@ impl MixedConv {
     pub fn weight_distribution(&self, ctx: &RelaxContext) -> Result<BitDistribution> {
         Ok(BitDistribution {
             bits: self.wbits.clone(),
-            probs: self.relaxation.weights(self.alpha_weight.as_tensor(), ctx)?,
+            probs: self
+                .relaxation
+                .weights(self.alpha_weight.as_tensor(), &ctx.for_stream(2 * self.info.index as u64 + 1))?,
         })
     }
 

@@ -43,14 +43,23 @@ pub struct RelaxContext {
     /// The global step (0-based).
     pub step: u64,
     /// The run seed. A stochastic relaxation (Gumbel) derives its noise from
-    /// `(seed, step, layer)`, so a resumed run draws the same noise.
+    /// `(seed, step, stream)`, so a resumed run draws the same noise.
     pub seed: u64,
+    /// Which logits vector is being relaxed: `2 · layer` for a layer's activation bits,
+    /// `2 · layer + 1` for its weight bits (set by the searchable layer), so a stochastic
+    /// relaxation draws independent noise for each.
+    pub stream: u64,
 }
 
 impl RelaxContext {
     /// The context of training step `step` (global, 0-based) in `epoch` of a run seeded `seed`.
     pub fn train(epoch: usize, step: u64, seed: u64) -> Self {
-        RelaxContext { training: true, epoch, step, seed }
+        RelaxContext { training: true, epoch, step, seed, stream: 0 }
+    }
+
+    /// This context for logits vector `stream` (see [`RelaxContext::stream`]).
+    pub fn for_stream(&self, stream: u64) -> Self {
+        RelaxContext { stream, ..self.clone() }
     }
 
     /// The context of an evaluation pass (validation, inspection).

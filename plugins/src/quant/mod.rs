@@ -1,5 +1,6 @@
-//! Quantizers: [`hwgq`] (activations) and [`gauss`] (weights).
+//! Quantizers: [`hwgq`] (activations), [`gauss`] and [`dorefa`] (weights).
 
+pub mod dorefa;
 pub mod gauss;
 pub mod hwgq;
 

@@ -1,3 +1,4 @@
-//! Relaxations: [`softmax`].
+//! Relaxations: [`softmax`] and [`gumbel`].
 
+pub mod gumbel;
 pub mod softmax;

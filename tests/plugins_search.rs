@@ -1,0 +1,86 @@
+//! The plugins beyond EdMIPS in whole runs: a short search on the embedded data with DoReFa
+//! weights and with the Gumbel-softmax relaxation, and an exact resume with Gumbel noise.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use edmips::core::candle::Device;
+use edmips::core::PluginSpec;
+use edmips::engine::checkpoint;
+use edmips::engine::{run, RunConfig, RunKind, RunOptions};
+
+fn cfg(name: &str) -> RunConfig {
+    edmips::link_builtins();
+    let mut c = RunConfig::named(name).unwrap();
+    edmips::cli::default_job::fit_embedded_data(&mut c);
+    c.model.num_classes = 10;
+    let t = &mut c.train;
+    t.epochs = 1;
+    t.batch_size = 16;
+    t.workers = 2;
+    t.max_steps_per_epoch = Some(3);
+    t.max_val_batches = Some(1);
+    t.complexity_decay = 0.01;
+    c
+}
+
+fn opts(out: &Path, resume: Option<PathBuf>, interrupt: bool) -> RunOptions {
+    RunOptions {
+        out: out.to_path_buf(),
+        device: Device::Cpu,
+        resume,
+        evaluate: false,
+        arch_file: None,
+        interrupt: Arc::new(AtomicBool::new(interrupt)),
+        progress: false,
+        verbose: false,
+        start_epoch: None,
+        force: false,
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("edmips-plugins-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn a_short_search_runs_with_dorefa_weights_and_with_gumbel() {
+    for name in ["mixres20_dorefa_w1234a234", "mixres20_gumbel_w1234a234"] {
+        let d = tmp(name);
+        let s = run(RunKind::Search, cfg(name), opts(&d, None, false)).unwrap();
+        let v = s.last_val.unwrap();
+        assert!(v.ce.is_finite() && v.images > 0, "{name}");
+        let r = s.report.unwrap();
+        assert_eq!(r.layers.len(), 20, "{name}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn a_search_with_gumbel_noise_resumes_bitwise() {
+    let c = || {
+        let mut c = cfg("mixtiny_w1234a234");
+        c.model.relaxation = PluginSpec::new("gumbel");
+        c.model.relaxation.params.insert("hard".into(), toml::Value::Boolean(true));
+        c.train.max_steps_per_epoch = Some(4);
+        c
+    };
+    let a = tmp("gumbel-whole");
+    run(RunKind::Search, c(), opts(&a, None, false)).unwrap();
+    let b = tmp("gumbel-resumed");
+    assert!(run(RunKind::Search, c(), opts(&b, None, true)).unwrap().interrupted);
+    run(RunKind::Search, c(), opts(&b, Some(b.join("checkpoint.safetensors")), false)).unwrap();
+    let load = |d: &Path| checkpoint::load(&d.join("checkpoint.safetensors"), &Device::Cpu).unwrap().tensors;
+    let (ta, tb) = (load(&a), load(&b));
+    for (k, t) in &ta {
+        let x = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = tb[k].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()), "{k} differs after the resume");
+    }
+    for d in [a, b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
