@@ -59,3 +59,26 @@ fn edmips_list_prints_ids_and_summaries_and_rejects_unknown_kinds() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected one of quantizer"));
 }
+
+#[test]
+fn edmips_list_shows_each_typed_parameter_and_filters() {
+    let exe = env!("CARGO_BIN_EXE_edmips");
+    let out = Command::new(exe).args(["list", "--kind", "relaxation"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("temperature: f64 = 1.0  Softmax temperature"), "{text}");
+    assert!(text.contains("hard: bool = false"), "{text}");
+    let out = Command::new(exe).args(["list", "--filter", "GUMBEL"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("gumbel") && text.contains("mixres20_gumbel_w1234a234") && !text.contains("  softmax "),
+        "{text}"
+    );
+    let out = Command::new(exe).args(["list", "--kind", "quantizer"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().all(|l| !l.starts_with("  ") || l.contains("fused mixture kernel")), "{text}");
+    let out = Command::new(exe).args(["list", "--kind", "relaxation", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gumbel = v.as_array().unwrap().iter().find(|e| e["id"] == "gumbel").unwrap();
+    assert_eq!(gumbel["params"][2]["name"], "decay");
+    assert_eq!(gumbel["params"][2]["default"], 0.956);
+}

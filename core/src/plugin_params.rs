@@ -53,6 +53,83 @@ pub fn merge_defaults(defaults: &Table, given: &Table) -> Table {
     out
 }
 
+/// One parameter of a plugin, as `edmips list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParamInfo {
+    /// Key in the plugin's table.
+    pub name: String,
+    /// Rust type as written in the definition (e.g. `f64`).
+    pub ty: String,
+    /// Default value (absent when it does not serialise, e.g. `None`).
+    pub default: Option<toml::Value>,
+    /// The field's doc comment.
+    pub doc: String,
+}
+
+/// Typed plugin parameters that can describe themselves: implemented by
+/// [`plugin_params!`](crate::plugin_params), the one place a plugin writes each parameter's
+/// name, type, default and doc.
+pub trait DescribeParams: Serialize + DeserializeOwned + Default {
+    /// Every parameter, in declaration order.
+    fn describe() -> Vec<ParamInfo>;
+}
+
+/// Defines a plugin's typed parameters once: a struct with serde defaults, its `Default`, and
+/// its [`DescribeParams`] (names, types, defaults and docs for `edmips list`). The calling
+/// crate needs `serde` (with `derive`) as a dependency.
+///
+/// ```
+/// edmips_core::plugin_params! {
+///     /// Parameters of a clip quantizer.
+///     pub struct Clip {
+///         /// The clip value.
+///         pub max: f64 = 6.0,
+///         /// Whether to round half to even.
+///         pub even: bool = true,
+///     }
+/// }
+/// use edmips_core::plugin_params::DescribeParams;
+/// let d = Clip::describe();
+/// assert_eq!((d[0].name.as_str(), d[0].ty.as_str(), d[0].doc.as_str()), ("max", "f64", "The clip value."));
+/// assert_eq!(Clip::default().max, 6.0);
+/// ```
+#[macro_export]
+macro_rules! plugin_params {
+    (
+        $(#[doc = $sdoc:literal])*
+        $vis:vis struct $name:ident {
+            $( $(#[doc = $doc:literal])+ $fvis:vis $field:ident : $ty:ty = $default:expr ),* $(,)?
+        }
+    ) => {
+        $(#[doc = $sdoc])*
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(default)]
+        $vis struct $name {
+            $( $(#[doc = $doc])+ $fvis $field: $ty, )*
+        }
+
+        impl ::core::default::Default for $name {
+            fn default() -> Self {
+                $name { $( $field: $default, )* }
+            }
+        }
+
+        impl $crate::plugin_params::DescribeParams for $name {
+            fn describe() -> Vec<$crate::plugin_params::ParamInfo> {
+                let defaults = $crate::plugin_params::defaults_of::<$name>();
+                vec![ $(
+                    $crate::plugin_params::ParamInfo {
+                        name: stringify!($field).to_string(),
+                        ty: stringify!($ty).to_string(),
+                        default: defaults.get(stringify!($field)).cloned(),
+                        doc: concat!($($doc, " "),+).split_whitespace().collect::<Vec<_>>().join(" "),
+                    },
+                )* ]
+            }
+        }
+    };
+}
+
 /// The defaults of a plugin's typed parameters `T` as a table: what the registry merges a
 /// configuration's table over, and what `edmips list` prints. Fields that serialise to
 /// nothing (`None`) have no default to show; typed parameters should not use them.

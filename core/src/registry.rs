@@ -26,7 +26,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::plugin_params::{merge_defaults, PluginSpec, Table};
+use crate::plugin_params::{merge_defaults, ParamInfo, PluginSpec, Table};
 use crate::traits::{Backbone, ComplexityCost, Quantizer, Relaxation};
 
 /// The kinds of registry.
@@ -89,6 +89,8 @@ pub struct Entry<T: ?Sized + 'static> {
     pub module: &'static str,
     /// The default parameters.
     pub defaults: fn() -> Table,
+    /// The typed parameters' descriptions (empty for a table-only or parameterless plugin).
+    pub params: fn() -> Vec<ParamInfo>,
     /// Builds the plugin from its (defaults-merged) parameters.
     pub build: fn(&Table) -> Result<Box<T>>,
 }
@@ -140,6 +142,8 @@ pub struct EntryInfo {
     pub module: String,
     /// Default parameters (TOML table).
     pub defaults: Table,
+    /// Each parameter's type, default and doc (typed parameters only).
+    pub params: Vec<ParamInfo>,
 }
 
 fn checked<T: ?Sized>(kind: PluginKind, entries: Vec<&'static Entry<T>>) -> Result<Vec<&'static Entry<T>>> {
@@ -259,6 +263,7 @@ fn infos<T: ?Sized>(kind: PluginKind, v: Vec<&'static Entry<T>>) -> Vec<EntryInf
             summary: e.summary.to_string(),
             module: e.module.to_string(),
             defaults: (e.defaults)(),
+            params: (e.params)(),
         })
         .collect()
 }
@@ -275,8 +280,9 @@ pub fn list(kind: PluginKind) -> Result<Vec<EntryInfo>> {
 }
 
 /// Registers a [`Quantizer`]. Fields: `id`, `summary`, then optionally `params: T` (the
-/// plugin's typed parameters: a `Serialize + Deserialize + Default` struct whose defaults the
-/// registry and `edmips list` use, see [`parse_params`](crate::parse_params)) or `defaults`
+/// plugin's typed parameters, defined with [`plugin_params!`](crate::plugin_params): the
+/// registry merges tables over their defaults and `edmips list` shows each parameter's type,
+/// default and doc; read them with [`parse_params`](crate::parse_params)) or `defaults`
 /// (a `fn() -> Table`), then `build` (a `fn(&Table) -> Result<Box<dyn Quantizer>>`).
 ///
 /// The id is written once, here: the plugin's `id()` must return it (the registry checks when
@@ -323,12 +329,20 @@ macro_rules! register_config {
 macro_rules! __register {
     ($entry:ty, id: $id:expr, summary: $summary:expr, defaults: $defaults:expr, build: $build:expr $(,)?) => {
         $crate::inventory::submit! {
-            <$entry>::new_const($id, $summary, ::core::module_path!(), $defaults, $build)
+            <$entry>::new_const($id, $summary, ::core::module_path!(), $defaults, ::std::vec::Vec::new, $build)
         }
     };
     ($entry:ty, id: $id:expr, summary: $summary:expr, params: $params:ty, build: $build:expr $(,)?) => {
-        $crate::__register!($entry, id: $id, summary: $summary,
-            defaults: $crate::plugin_params::defaults_of::<$params>, build: $build);
+        $crate::inventory::submit! {
+            <$entry>::new_const(
+                $id,
+                $summary,
+                ::core::module_path!(),
+                $crate::plugin_params::defaults_of::<$params>,
+                <$params as $crate::plugin_params::DescribeParams>::describe,
+                $build,
+            )
+        }
     };
     ($entry:ty, id: $id:expr, summary: $summary:expr, build: $build:expr $(,)?) => {
         $crate::__register!($entry, id: $id, summary: $summary, defaults: $crate::plugin_params::Table::new, build: $build);
@@ -342,9 +356,10 @@ impl<T: ?Sized> Entry<T> {
         summary: &'static str,
         module: &'static str,
         defaults: fn() -> Table,
+        params: fn() -> Vec<ParamInfo>,
         build: fn(&Table) -> Result<Box<T>>,
     ) -> Self {
-        Entry { id, summary, module, defaults, build }
+        Entry { id, summary, module, defaults, params, build }
     }
 }
 

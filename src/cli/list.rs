@@ -1,4 +1,5 @@
-//! `edmips list [--kind K] [--json]`: the registries' contents.
+//! `edmips list [--kind K] [--filter TEXT] [--json]`: the registries' contents, with each
+//! plugin's parameters (type, default, doc) from its one typed definition.
 
 use anyhow::Result;
 use clap::Args;
@@ -10,6 +11,9 @@ pub struct ListArgs {
     /// Only this kind: quantizer, relaxation, cost, backbone or config.
     #[arg(long)]
     kind: Option<String>,
+    /// Only entries whose id or summary contains this text (case-insensitive).
+    #[arg(long)]
+    filter: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -22,8 +26,13 @@ pub fn run(args: &ListArgs) -> Result<()> {
         None => PluginKind::ALL.to_vec(),
     };
     let mut groups: Vec<(PluginKind, Vec<EntryInfo>)> = Vec::new();
+    let filter = args.filter.as_ref().map(|f| f.to_lowercase());
     for k in kinds {
-        groups.push((k, registry::list(k)?));
+        let mut entries = registry::list(k)?;
+        if let Some(f) = &filter {
+            entries.retain(|e| e.id.to_lowercase().contains(f) || e.summary.to_lowercase().contains(f));
+        }
+        groups.push((k, entries));
     }
     if args.json {
         let all: Vec<&EntryInfo> = groups.iter().flat_map(|g| g.1.iter()).collect();
@@ -31,6 +40,12 @@ pub fn run(args: &ListArgs) -> Result<()> {
         return Ok(());
     }
     let width = groups.iter().flat_map(|g| g.1.iter()).map(|e| e.id.len()).max().unwrap_or(0);
+    if filter.is_some() {
+        groups.retain(|g| !g.1.is_empty());
+        if groups.is_empty() {
+            println!("no registered id or summary contains `{}`", args.filter.as_deref().unwrap_or(""));
+        }
+    }
     for (i, (kind, entries)) in groups.iter().enumerate() {
         if i > 0 {
             println!();
@@ -40,8 +55,25 @@ pub fn run(args: &ListArgs) -> Result<()> {
             println!("  (none registered)");
         }
         for e in entries {
-            let defaults = if e.defaults.is_empty() { String::new() } else { format!("  [{}]", inline(&e.defaults)) };
-            println!("  {:width$}  {}{}", e.id, e.summary, defaults);
+            // Typed parameters are listed one per line below; a table of defaults inline.
+            let defaults = if e.defaults.is_empty() || !e.params.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", inline(&e.defaults))
+            };
+            let mixture = match kind {
+                PluginKind::Quantizer => match registry::build_quantizer(&edmips_core::PluginSpec::new(&e.id)) {
+                    Ok(q) if q.has_fused_mix() => "  (fused mixture kernel, CPU + CUDA)",
+                    Ok(_) => "  (composed mixture)",
+                    Err(_) => "",
+                },
+                _ => "",
+            };
+            println!("  {:width$}  {}{}{mixture}", e.id, e.summary, defaults);
+            for p in &e.params {
+                let default = p.default.as_ref().map(|v| format!(" = {v}")).unwrap_or_default();
+                println!("  {:width$}    {}: {}{default}  {}", "", p.name, p.ty, p.doc);
+            }
         }
     }
     Ok(())

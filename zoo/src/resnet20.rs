@@ -21,8 +21,6 @@
 
 use edmips_core::graph::{InitScheme, NetBuilder, Pad};
 use edmips_core::traits::backbone::InputSpec;
-use serde::{Deserialize, Serialize};
-
 use edmips_core::{parse_params, Backbone, Error, Result, Table};
 
 use crate::blocks::{stage, Block};
@@ -35,14 +33,14 @@ pub const FASHION_MNIST_MEAN: f32 = 0.2860;
 /// Fashion-MNIST std.
 pub const FASHION_MNIST_STD: f32 = 0.3530;
 
-/// CIFAR ResNet-20.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ResNet20 {
-    /// Input channels: 3 (CIFAR-10) or 1 (Fashion-MNIST).
-    channels: usize,
-    /// Input side in pixels (at least 8).
-    size: usize,
+edmips_core::plugin_params! {
+    /// CIFAR ResNet-20; also its typed parameters.
+    pub struct ResNet20 {
+        /// Input channels: 3 (CIFAR-10) or 1 (Fashion-MNIST).
+        channels: usize = 3,
+        /// Input side in pixels (at least 8).
+        size: usize = 32,
+    }
 }
 
 impl ResNet20 {
@@ -55,12 +53,6 @@ impl ResNet20 {
             return Err(Error::config(ID, "size", format!("must be at least 8, found {size}")));
         }
         Ok(ResNet20 { channels, size })
-    }
-}
-
-impl Default for ResNet20 {
-    fn default() -> Self {
-        ResNet20 { channels: 3, size: 32 }
     }
 }
 

@@ -6,7 +6,6 @@ use edmips::core::candle::{Device, Tensor};
 use edmips::core::ops::mixture::{mixture, ElementQuantizer};
 use edmips::core::{parse_params, Error, Table};
 use edmips::{Operand, Quantizer, Result};
-use serde::{Deserialize, Serialize};
 
 /// The registry id, written once.
 pub const ID: &str = "uniform_act";
@@ -18,17 +17,12 @@ pub struct UniformAct {
     pub clip: f32,
 }
 
-/// The plugin's parameters, written once: names, types and defaults (what `edmips list` shows).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(default)]
-struct UniformActParams {
-    /// The clip value of the activations.
-    clip: f64,
-}
-
-impl Default for UniformActParams {
-    fn default() -> Self {
-        UniformActParams { clip: 2.0 }
+edmips::core::plugin_params! {
+    /// The plugin's parameters, written once: names, types, defaults and docs (what `edmips
+    /// list` shows).
+    pub struct UniformActParams {
+        /// The clip value of the activations.
+        pub clip: f64 = 2.0,
     }
 }
 

@@ -103,7 +103,7 @@ fn build(params: &Table) -> Result<Box<dyn Quantizer>> {
 
 edmips_core::register_quantizer! {
     id: ID,
-    summary: "DoReFa weights (Zhou et al. 2016): tanh normalisation, k-bit uniform in [-1, 1], 1-8 bits; fused mixture kernel",
+    summary: "DoReFa weights (Zhou et al. 2016): tanh normalisation, k-bit uniform in [-1, 1], 1-8 bits",
     build: build,
 }
 

@@ -14,35 +14,29 @@
 //! The temperature anneals per epoch: `τ(e) = max(final, initial · decay^e)` (FBNet: initial
 //! 5.0, decay 0.956). The defaults below are FBNet's schedule.
 
-use serde::{Deserialize, Serialize};
-
 use edmips_core::candle::{DType, Tensor};
 use edmips_core::{parse_params, Error, RelaxContext, Relaxation, Result, Table};
 
 /// The registry id.
 pub const ID: &str = "gumbel";
 
-/// Gumbel-softmax relaxation; also its typed parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Gumbel {
-    /// Temperature at epoch 0.
-    pub initial_temperature: f64,
-    /// Lowest temperature of the schedule.
-    pub final_temperature: f64,
-    /// Factor applied to the temperature per epoch.
-    pub decay: f64,
-    /// Straight-through one-hot forward (hard Gumbel-softmax).
-    pub hard: bool,
-    /// Initial value of every logit.
-    pub init: f64,
-}
-
-impl Default for Gumbel {
-    fn default() -> Self {
-        Gumbel { initial_temperature: 5.0, final_temperature: 0.1, decay: 0.956, hard: false, init: 0.0 }
+edmips_core::plugin_params! {
+    /// Gumbel-softmax relaxation; also its typed parameters (FBNet's schedule by default).
+    pub struct Gumbel {
+        /// Temperature at epoch 0.
+        pub initial_temperature: f64 = 5.0,
+        /// Lowest temperature of the schedule.
+        pub final_temperature: f64 = 0.1,
+        /// Factor applied to the temperature per epoch, in (0, 1].
+        pub decay: f64 = 0.956,
+        /// Straight-through one-hot forward (hard Gumbel-softmax).
+        pub hard: bool = false,
+        /// Initial value of every logit.
+        pub init: f64 = 0.0,
     }
 }
+
+impl Copy for Gumbel {}
 
 /// SplitMix64 finaliser.
 fn mix64(mut z: u64) -> u64 {

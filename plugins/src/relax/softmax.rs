@@ -3,28 +3,22 @@
 //! argmax with ties to the first index (D9).
 
 use edmips_core::candle::{DType, Tensor};
-use serde::{Deserialize, Serialize};
-
 use edmips_core::{parse_params, Error, RelaxContext, Relaxation, Result, Table};
 
 /// The registry id.
 pub const ID: &str = "softmax";
 
-/// Softmax relaxation; also its typed parameters (the defaults are the reference's).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Softmax {
-    /// Initial value of every logit (0.01 in the reference).
-    pub init: f64,
-    /// Softmax temperature (1.0 in the reference).
-    pub temperature: f64,
-}
-
-impl Default for Softmax {
-    fn default() -> Self {
-        Softmax { init: 0.01, temperature: 1.0 }
+edmips_core::plugin_params! {
+    /// Softmax relaxation; also its typed parameters (the defaults are the reference's).
+    pub struct Softmax {
+        /// Initial value of every logit (0.01 in the reference).
+        pub init: f64 = 0.01,
+        /// Softmax temperature (1.0 in the reference).
+        pub temperature: f64 = 1.0,
     }
 }
+
+impl Copy for Softmax {}
 
 impl Relaxation for Softmax {
     fn id(&self) -> &str {
