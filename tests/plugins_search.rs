@@ -1,5 +1,6 @@
 //! The plugins beyond EdMIPS in whole runs: a short search on the embedded data with DoReFa
-//! weights and with the Gumbel-softmax relaxation, and an exact resume with Gumbel noise.
+//! weights, with the Gumbel-softmax relaxation and with the activation-memory cost, and an
+//! exact resume with Gumbel noise.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -57,6 +58,14 @@ fn a_short_search_runs_with_dorefa_weights_and_with_gumbel() {
         assert_eq!(r.layers.len(), 20, "{name}");
         std::fs::remove_dir_all(d).unwrap();
     }
+    let d = tmp("activation-memory");
+    let mut c = cfg("mixres20_w1234a234");
+    c.model.cost = PluginSpec::new("activation_memory");
+    let s = run(RunKind::Search, c, opts(&d, None, false)).unwrap();
+    let r = s.report.unwrap();
+    assert_eq!(r.argmax.headline.name, "activation_kbit");
+    assert!(r.argmax.get("peak_kbit").unwrap() > 0.0);
+    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]

@@ -19,7 +19,7 @@ fn set(v: &[&str]) -> BTreeSet<String> {
 fn built_in_plugin_ids_are_exactly_these() {
     assert_eq!(ids(PluginKind::Quantizer), set(&["dorefa", "gauss", "hwgq"]));
     assert_eq!(ids(PluginKind::Relaxation), set(&["gumbel", "softmax"]));
-    assert_eq!(ids(PluginKind::Cost), set(&["bitops"]));
+    assert_eq!(ids(PluginKind::Cost), set(&["activation_memory", "bitops"]));
 }
 
 #[test]

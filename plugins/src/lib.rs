@@ -11,8 +11,9 @@
 //! | relaxation | `softmax` | [`relax::softmax`] |
 //! | relaxation | `gumbel` | [`relax::gumbel`] |
 //! | cost | `bitops` | [`cost::bitops`] |
+//! | cost | `activation_memory` | [`cost::activation_memory`] |
 //!
-//! `dorefa` and `gumbel` go beyond EdMIPS (see their files for the papers). The EdMIPS plugins'
+//! `dorefa`, `gumbel` and `activation_memory` go beyond EdMIPS (see their files for the papers). The EdMIPS plugins'
 //! numerics follow the reference exactly (decisions.md R1-R6): f32 arithmetic with the steps
 //! rounded to f32 first, round half to even, HWGQ's straight-through gradient masked by the
 //! closed clip interval (D1), the Gaussian quantizer's identity gradient (D6), BitOps with the
@@ -28,6 +29,7 @@ pub mod cost;
 pub mod quant;
 pub mod relax;
 
+pub use cost::activation_memory::ActivationMemory;
 pub use cost::bitops::BitOps;
 pub use quant::dorefa::Dorefa;
 pub use quant::gauss::Gauss;

@@ -1,3 +1,4 @@
-//! Complexity costs: [`bitops`].
+//! Complexity costs: [`bitops`] and [`activation_memory`].
 
+pub mod activation_memory;
 pub mod bitops;
