@@ -1,14 +1,14 @@
 //! Searching to a budget: the controlled `cd` and the final repair land the discrete
 //! architecture within the tolerance of the target, and the controller's state resumes exactly.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+mod common;
+
+use common::{run_opts, tmp_dir};
 
 use edmips::core::candle::Device;
 use edmips::engine::budget::BudgetTarget;
 use edmips::engine::checkpoint;
-use edmips::engine::{run, RunConfig, RunKind, RunOptions};
+use edmips::engine::{run, RunConfig, RunKind};
 
 fn cfg(name: &str, target: f64, steps: usize) -> RunConfig {
     edmips::link_builtins();
@@ -29,32 +29,11 @@ fn cfg(name: &str, target: f64, steps: usize) -> RunConfig {
     c
 }
 
-fn opts(out: &Path, resume: Option<PathBuf>, interrupt: bool) -> RunOptions {
-    RunOptions {
-        out: out.to_path_buf(),
-        device: Device::Cpu,
-        resume,
-        evaluate: false,
-        arch_file: None,
-        interrupt: Arc::new(AtomicBool::new(interrupt)),
-        progress: false,
-        verbose: false,
-        start_epoch: None,
-        force: false,
-    }
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edmips-budget-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 #[test]
 fn the_final_architecture_meets_targets_of_one_and_a_half_two_and_three_bits() {
     for target in [1.5, 2.0, 3.0] {
-        let d = tmp(&format!("t{target}"));
-        let s = run(RunKind::Search, cfg("mixres20_w1234a234", target, 6), opts(&d, None, false)).unwrap();
+        let d = tmp_dir(&format!("budget-t{target}"));
+        let s = run(RunKind::Search, cfg("mixres20_w1234a234", target, 6), run_opts(&d, None, false)).unwrap();
         let r = s.report.unwrap();
         let bit = r.argmax.get("bit").unwrap();
         assert!((bit - target).abs() <= 0.01, "target {target}: final bit {bit}\n{}", r.table());
@@ -89,13 +68,13 @@ fn the_controller_state_survives_a_resume_bitwise() {
         c.train.batch_size = 16;
         c
     };
-    let a = tmp("whole");
-    run(RunKind::Search, c(), opts(&a, None, false)).unwrap();
-    let b = tmp("resumed");
-    assert!(run(RunKind::Search, c(), opts(&b, None, true)).unwrap().interrupted);
+    let a = tmp_dir("budget-whole");
+    run(RunKind::Search, c(), run_opts(&a, None, false)).unwrap();
+    let b = tmp_dir("budget-resumed");
+    assert!(run(RunKind::Search, c(), run_opts(&b, None, true)).unwrap().interrupted);
     let mid = checkpoint::read_state(&b.join("checkpoint.safetensors")).unwrap();
     assert!(mid.controller.as_ref().is_some_and(|k| k.cd != 0.003), "the checkpoint holds the updated cd");
-    run(RunKind::Search, c(), opts(&b, Some(b.join("checkpoint.safetensors")), false)).unwrap();
+    run(RunKind::Search, c(), run_opts(&b, Some(b.join("checkpoint.safetensors")), false)).unwrap();
     let (sa, sb) = (
         checkpoint::read_state(&a.join("checkpoint.safetensors")).unwrap(),
         checkpoint::read_state(&b.join("checkpoint.safetensors")).unwrap(),

@@ -3,10 +3,11 @@
 //! drops log lines of the lost work; a mid-epoch resume reports the whole epoch's metrics; a
 //! checkpoint refuses other bits or other data; a non-finite model never becomes `best`.
 
+mod common;
+
+use common::{run_opts, tmp_dir};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use edmips::core::candle::{Device, Tensor};
 use edmips::engine::checkpoint;
@@ -31,24 +32,7 @@ fn cfg(name: &str, epochs: usize) -> RunConfig {
 }
 
 fn opts(out: &Path, resume: Option<PathBuf>) -> RunOptions {
-    RunOptions {
-        out: out.to_path_buf(),
-        device: Device::Cpu,
-        resume,
-        evaluate: false,
-        arch_file: None,
-        interrupt: Arc::new(AtomicBool::new(false)),
-        progress: false,
-        verbose: false,
-        start_epoch: None,
-        force: false,
-    }
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edmips-recovery-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    run_opts(out, resume, false)
 }
 
 fn lines(p: &Path) -> Vec<String> {
@@ -58,13 +42,13 @@ fn lines(p: &Path) -> Vec<String> {
 #[test]
 fn a_resume_after_a_crash_rewrites_what_the_epoch_owes_and_drops_lost_log_lines() {
     let c = || cfg("mixtiny_w1234a234", 2);
-    let a = tmp("reference");
+    let a = tmp_dir("recovery-reference");
     run(RunKind::Search, c(), opts(&a, None)).unwrap();
 
     // The same run, "crashed" right after writing epoch 1's checkpoint: the log already holds
     // lines of epoch 2 that the checkpoint never saw, the per-epoch files are missing or stale,
     // and an atomic write left its temporary file.
-    let b = tmp("crashed");
+    let b = tmp_dir("recovery-crashed");
     run(RunKind::Search, cfg("mixtiny_w1234a234", 1), opts(&b, None)).unwrap();
     let mut log = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
     log += "{\"kind\":\"step\",\"epoch\":1,\"step\":1,\"global_step\":5,\"ce\":9.0}\n{\"kind\":\"epoch\",\"epoch\":1,";
@@ -101,11 +85,10 @@ fn a_resume_after_a_crash_rewrites_what_the_epoch_owes_and_drops_lost_log_lines(
 
 #[test]
 fn a_mid_epoch_resume_reports_the_whole_epochs_train_metrics() {
-    let a = tmp("whole");
+    let a = tmp_dir("recovery-whole");
     run(RunKind::Search, cfg("mixtiny_w1234a234", 1), opts(&a, None)).unwrap();
-    let c = tmp("interrupted");
-    let mut o = opts(&c, None);
-    o.interrupt = Arc::new(AtomicBool::new(true));
+    let c = tmp_dir("recovery-interrupted");
+    let o = run_opts(&c, None, true);
     assert!(run(RunKind::Search, cfg("mixtiny_w1234a234", 1), o).unwrap().interrupted);
     let ck = checkpoint::read_state(&c.join("checkpoint.safetensors")).unwrap();
     assert_eq!((ck.step_in_epoch, ck.partial.ce.count()), (1, 16.0), "the checkpoint carries the epoch's sums");
@@ -124,7 +107,7 @@ fn a_mid_epoch_resume_reports_the_whole_epochs_train_metrics() {
 
 #[test]
 fn a_checkpoint_refuses_other_bits_and_other_data() {
-    let d = tmp("bits");
+    let d = tmp_dir("recovery-bits");
     let (ac1, ac2) = (d.join("a1.json"), d.join("a2.json"));
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(&ac1, "[[2, 2], [2, 3], [3, 3], [4, 2], [1, 4]]").unwrap();
@@ -163,7 +146,7 @@ fn a_checkpoint_refuses_other_bits_and_other_data() {
 
 #[test]
 fn non_finite_values_outside_the_loss_stop_the_run_and_never_become_best() {
-    let d = tmp("nan-val");
+    let d = tmp_dir("recovery-nan-val");
     run(RunKind::Search, cfg("mixtiny_w1234a234", 1), opts(&d, None)).unwrap();
     // An infinite running mean in the stem's batch norm: training (batch statistics) is fine;
     // evaluation carries +inf down the residual path into the classifier, where it becomes NaN.

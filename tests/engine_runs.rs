@@ -1,14 +1,15 @@
 //! Whole runs through the engine on the embedded data: exact resume (at an epoch boundary and
 //! mid-epoch after an interrupt), a non-finite loss, configuration mismatches, evaluation.
 
+mod common;
+
+use common::{run_opts, tmp_dir};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::path::Path;
 
 use edmips::core::candle::{Device, Tensor};
 use edmips::engine::checkpoint;
-use edmips::engine::{run, RunConfig, RunKind, RunOptions};
+use edmips::engine::{run, RunConfig, RunKind};
 
 fn cfg(epochs: usize) -> RunConfig {
     edmips::link_builtins();
@@ -24,27 +25,6 @@ fn cfg(epochs: usize) -> RunConfig {
     t.complexity_decay = 0.05;
     t.seed = 3;
     c
-}
-
-fn opts(out: &Path, resume: Option<PathBuf>, interrupt: bool) -> RunOptions {
-    RunOptions {
-        out: out.to_path_buf(),
-        device: Device::Cpu,
-        resume,
-        evaluate: false,
-        arch_file: None,
-        interrupt: Arc::new(AtomicBool::new(interrupt)),
-        progress: false,
-        verbose: false,
-        start_epoch: None,
-        force: false,
-    }
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edmips-engine-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
 }
 
 fn tensors(path: &Path) -> (HashMap<String, Vec<f32>>, usize) {
@@ -75,8 +55,8 @@ fn assert_bitwise(a: &Path, b: &Path) {
 #[test]
 fn resume_is_bitwise_exact_at_epoch_boundaries_and_mid_epoch() {
     // Reference: 2 epochs in one run.
-    let a = tmp("a");
-    let s = run(RunKind::Search, cfg(2), opts(&a, None, false)).unwrap();
+    let a = tmp_dir("engine-a");
+    let s = run(RunKind::Search, cfg(2), run_opts(&a, None, false)).unwrap();
     assert_eq!(s.epochs_done, 2);
     for f in [
         "checkpoint.safetensors",
@@ -93,19 +73,19 @@ fn resume_is_bitwise_exact_at_epoch_boundaries_and_mid_epoch() {
     }
 
     // 1 epoch, then resume for the second.
-    let b = tmp("b");
-    run(RunKind::Search, cfg(1), opts(&b, None, false)).unwrap();
-    let s = run(RunKind::Search, cfg(2), opts(&b, Some(b.join("checkpoint.safetensors")), false)).unwrap();
+    let b = tmp_dir("engine-b");
+    run(RunKind::Search, cfg(1), run_opts(&b, None, false)).unwrap();
+    let s = run(RunKind::Search, cfg(2), run_opts(&b, Some(b.join("checkpoint.safetensors")), false)).unwrap();
     assert_eq!(s.epochs_done, 2);
     assert_bitwise(&a.join("checkpoint.safetensors"), &b.join("checkpoint.safetensors"));
 
     // Interrupted after the first step (the flag is already set), then resumed mid-epoch.
-    let c = tmp("c");
-    let s = run(RunKind::Search, cfg(2), opts(&c, None, true)).unwrap();
+    let c = tmp_dir("engine-c");
+    let s = run(RunKind::Search, cfg(2), run_opts(&c, None, true)).unwrap();
     assert!(s.interrupted);
     let ck = checkpoint::load(&c.join("checkpoint.safetensors"), &Device::Cpu).unwrap();
     assert_eq!((ck.state.epoch, ck.state.step_in_epoch), (0, 1));
-    let s = run(RunKind::Search, cfg(2), opts(&c, Some(c.join("checkpoint.safetensors")), false)).unwrap();
+    let s = run(RunKind::Search, cfg(2), run_opts(&c, Some(c.join("checkpoint.safetensors")), false)).unwrap();
     assert!(!s.interrupted);
     assert_bitwise(&a.join("checkpoint.safetensors"), &c.join("checkpoint.safetensors"));
 
@@ -126,7 +106,7 @@ fn resume_is_bitwise_exact_at_epoch_boundaries_and_mid_epoch() {
     assert_eq!(chosen, bits);
 
     // Evaluation of a checkpoint.
-    let mut o = opts(&a, Some(a.join("best.safetensors")), false);
+    let mut o = run_opts(&a, Some(a.join("best.safetensors")), false);
     o.evaluate = true;
     let s = run(RunKind::Search, cfg(2), o).unwrap();
     let v = s.last_val.unwrap();
@@ -138,23 +118,25 @@ fn resume_is_bitwise_exact_at_epoch_boundaries_and_mid_epoch() {
 
 #[test]
 fn a_resume_with_another_configuration_is_refused_with_the_differences() {
-    let d = tmp("mismatch");
-    run(RunKind::Search, cfg(1), opts(&d, None, false)).unwrap();
+    let d = tmp_dir("engine-mismatch");
+    run(RunKind::Search, cfg(1), run_opts(&d, None, false)).unwrap();
     let mut other = cfg(2);
     other.train.lr = 0.2;
-    let e =
-        run(RunKind::Search, other, opts(&d, Some(d.join("checkpoint.safetensors")), false)).unwrap_err().to_string();
+    let e = run(RunKind::Search, other, run_opts(&d, Some(d.join("checkpoint.safetensors")), false))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("different configuration") && e.contains("train.lr: 0.1 -> 0.2"), "{e}");
-    let e =
-        run(RunKind::Train, cfg(2), opts(&d, Some(d.join("checkpoint.safetensors")), false)).unwrap_err().to_string();
+    let e = run(RunKind::Train, cfg(2), run_opts(&d, Some(d.join("checkpoint.safetensors")), false))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("search configuration"), "{e}");
     std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
-    let d = tmp("nan");
-    run(RunKind::Search, cfg(1), opts(&d, None, false)).unwrap();
+    let d = tmp_dir("engine-nan");
+    run(RunKind::Search, cfg(1), run_opts(&d, None, false)).unwrap();
     // A weight so large that the next forward overflows: the first step of epoch 2 is non-finite.
     let ck_path = d.join("checkpoint.safetensors");
     let ck = checkpoint::load(&ck_path, &Device::Cpu).unwrap();
@@ -168,7 +150,7 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let groups: Vec<(&str, &HashMap<String, Tensor>)> = momentum.iter().map(|(g, m)| (g.as_str(), m)).collect();
     checkpoint::save(&ck_path, &ck.state, &ck.config, &tensors, &groups).unwrap();
     let before = std::fs::read(&ck_path).unwrap();
-    let e = run(RunKind::Search, cfg(2), opts(&d, Some(ck_path.clone()), false)).unwrap_err().to_string();
+    let e = run(RunKind::Search, cfg(2), run_opts(&d, Some(ck_path.clone()), false)).unwrap_err().to_string();
     assert!(e.contains("non-finite loss") && e.contains("epoch 2/2, step 1"), "{e}");
     assert_eq!(std::fs::read(&ck_path).unwrap(), before, "checkpoint untouched");
     std::fs::remove_dir_all(d).unwrap();

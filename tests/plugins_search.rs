@@ -2,14 +2,15 @@
 //! weights, with the Gumbel-softmax relaxation and with the activation-memory cost, and an
 //! exact resume with Gumbel noise.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+mod common;
+
+use common::{run_opts, tmp_dir};
+use std::path::Path;
 
 use edmips::core::candle::Device;
 use edmips::core::PluginSpec;
 use edmips::engine::checkpoint;
-use edmips::engine::{run, RunConfig, RunKind, RunOptions};
+use edmips::engine::{run, RunConfig, RunKind};
 
 fn cfg(name: &str) -> RunConfig {
     edmips::link_builtins();
@@ -26,42 +27,21 @@ fn cfg(name: &str) -> RunConfig {
     c
 }
 
-fn opts(out: &Path, resume: Option<PathBuf>, interrupt: bool) -> RunOptions {
-    RunOptions {
-        out: out.to_path_buf(),
-        device: Device::Cpu,
-        resume,
-        evaluate: false,
-        arch_file: None,
-        interrupt: Arc::new(AtomicBool::new(interrupt)),
-        progress: false,
-        verbose: false,
-        start_epoch: None,
-        force: false,
-    }
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edmips-plugins-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 #[test]
 fn a_short_search_runs_with_dorefa_weights_and_with_gumbel() {
     for name in ["mixres20_dorefa_w1234a234", "mixres20_gumbel_w1234a234"] {
-        let d = tmp(name);
-        let s = run(RunKind::Search, cfg(name), opts(&d, None, false)).unwrap();
+        let d = tmp_dir(&format!("plugins-{name}"));
+        let s = run(RunKind::Search, cfg(name), run_opts(&d, None, false)).unwrap();
         let v = s.last_val.unwrap();
         assert!(v.ce.is_finite() && v.images > 0, "{name}");
         let r = s.report.unwrap();
         assert_eq!(r.layers.len(), 20, "{name}");
         std::fs::remove_dir_all(d).unwrap();
     }
-    let d = tmp("activation-memory");
+    let d = tmp_dir("plugins-activation-memory");
     let mut c = cfg("mixres20_w1234a234");
     c.model.cost = PluginSpec::new("activation_memory");
-    let s = run(RunKind::Search, c, opts(&d, None, false)).unwrap();
+    let s = run(RunKind::Search, c, run_opts(&d, None, false)).unwrap();
     let r = s.report.unwrap();
     assert_eq!(r.argmax.headline.name, "activation_kbit");
     assert!(r.argmax.get("peak_kbit").unwrap() > 0.0);
@@ -77,11 +57,11 @@ fn a_search_with_gumbel_noise_resumes_bitwise() {
         c.train.max_steps_per_epoch = Some(4);
         c
     };
-    let a = tmp("gumbel-whole");
-    run(RunKind::Search, c(), opts(&a, None, false)).unwrap();
-    let b = tmp("gumbel-resumed");
-    assert!(run(RunKind::Search, c(), opts(&b, None, true)).unwrap().interrupted);
-    run(RunKind::Search, c(), opts(&b, Some(b.join("checkpoint.safetensors")), false)).unwrap();
+    let a = tmp_dir("plugins-gumbel-whole");
+    run(RunKind::Search, c(), run_opts(&a, None, false)).unwrap();
+    let b = tmp_dir("plugins-gumbel-resumed");
+    assert!(run(RunKind::Search, c(), run_opts(&b, None, true)).unwrap().interrupted);
+    run(RunKind::Search, c(), run_opts(&b, Some(b.join("checkpoint.safetensors")), false)).unwrap();
     let load = |d: &Path| checkpoint::load(&d.join("checkpoint.safetensors"), &Device::Cpu).unwrap().tensors;
     let (ta, tb) = (load(&a), load(&b));
     for (k, t) in &ta {

@@ -119,3 +119,27 @@ pub fn load_golden_params(
     }
     names
 }
+
+/// Run options for an engine test: CPU, no progress bar, quiet; `interrupt` pre-set stops a run
+/// after its first step (as a Ctrl-C would).
+pub fn run_opts(out: &std::path::Path, resume: Option<PathBuf>, interrupt: bool) -> edmips::engine::RunOptions {
+    edmips::engine::RunOptions {
+        out: out.to_path_buf(),
+        device: edmips::core::candle::Device::Cpu,
+        resume,
+        evaluate: false,
+        arch_file: None,
+        interrupt: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(interrupt)),
+        progress: false,
+        verbose: false,
+        start_epoch: None,
+        force: false,
+    }
+}
+
+/// A fresh (removed if present) temporary folder path `edmips-<name>-<pid>`.
+pub fn tmp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("edmips-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
