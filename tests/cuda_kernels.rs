@@ -4,7 +4,17 @@
 //!
 //! * CI (no GPU): `LD_LIBRARY_PATH=<toolchain libs> cargo test --release --features cuda --test cuda_kernels`
 //!   compiles every registered kernel source.
-//! * On a GPU machine the same command also compares CUDA with CPU.
+//! * On a GPU machine the same command also compares CUDA with CPU (`scripts/gpu-check.sh` runs
+//!   it there, with the golden parity tests on `EDMIPS_TEST_DEVICE=cuda`).
+//!
+//! Tolerances, CUDA against CPU on the same input (each test says why):
+//! * element ops (mixtures, pooling, batch norm): ~1e-6, a few f32 ulps, because the kernels
+//!   are built to round like the CPU (`--fmad=false`, IEEE division, f64 sums);
+//! * whole steps of deep quantized networks: loose, because a 1e-7 difference flips quantizer
+//!   roundings and the flips cascade (D19); the ResNet-20 tolerances are 3x the CPU's own spread
+//!   under such a perturbation (checked on the CPU by `engine_resnet20_spread.rs`).
+
+mod common;
 
 use libtest_mimic::{Arguments, Trial};
 
@@ -67,7 +77,7 @@ mod gpu {
         edmips::link_builtins();
         let sources = edmips::core::ops::kernels::kernel_sources();
         let names: Vec<&str> = sources.iter().map(|s| s.name).collect();
-        for required in ["gauss", "hwgq"] {
+        for required in ["edmips_batch_norm", "edmips_pool", "gauss", "hwgq"] {
             if !names.contains(&required) {
                 return Err(format!("kernel source `{required}` is not registered (found {names:?})"));
             }
@@ -152,6 +162,96 @@ mod gpu {
         Ok(())
     }
 
+    /// Train-mode batch norm, fused CUDA kernels (and the composed fallback) against the fused
+    /// CPU op: output, the three gradients and the running statistics. Both sides use the same
+    /// f64 formulas in the same order; only the order of the f64 sums differs, which moves the
+    /// f32 results by at most an ulp or so: 1e-5 relative plus 1e-5 absolute (values are O(1),
+    /// dgamma/dbeta sums of ~7,000 terms are O(10)).
+    pub fn batch_norm() -> Result<(), String> {
+        use edmips::core::ops::batch_norm::{batch_norm_train, batch_norm_train_composed, BatchNormParams};
+        let dev = device().ok_or("no CUDA device")?;
+        let (n, c, h, w) = (8usize, 16usize, 29usize, 31usize);
+        // Channel offsets, so that the mean matters.
+        let x: Vec<f32> = det_fill(n * c * h * w, 51, 2.0)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + ((i / (h * w)) % c) as f32 * 0.5)
+            .collect();
+        let g = det_fill(x.len(), 52, 1.0);
+        let run = |d: &Device, composed: bool| {
+            let xv = Var::from_vec(x.clone(), (n, c, h, w), d).unwrap();
+            let gw = Var::from_vec(det_fill(c, 53, 1.0), c, d).unwrap();
+            let gb = Var::from_vec(det_fill(c, 54, 1.0), c, d).unwrap();
+            let rm = Var::from_vec(vec![0.5f32; c], c, d).unwrap();
+            let rv = Var::from_vec(vec![2.0f32; c], c, d).unwrap();
+            let p = BatchNormParams {
+                weight: Some(gw.as_tensor()),
+                bias: Some(gb.as_tensor()),
+                running_mean: &rm,
+                running_var: &rv,
+                eps: 1e-5,
+                momentum: 0.1,
+            };
+            let y = if composed {
+                batch_norm_train_composed(xv.as_tensor(), &p, "bn")
+            } else {
+                batch_norm_train(xv.as_tensor(), &p, "bn")
+            }
+            .unwrap();
+            let gt = Tensor::from_vec(g.clone(), (n, c, h, w), d).unwrap();
+            let grads = y.mul(&gt).unwrap().sum_all().unwrap().backward().unwrap();
+            let h = |t: &Tensor| t.flatten_all().unwrap().to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
+            vec![
+                ("y", h(&y)),
+                ("dx", h(grads.get(xv.as_tensor()).unwrap())),
+                ("dgamma", h(grads.get(gw.as_tensor()).unwrap())),
+                ("dbeta", h(grads.get(gb.as_tensor()).unwrap())),
+                ("running_mean", h(rm.as_tensor())),
+                ("running_var", h(rv.as_tensor())),
+            ]
+        };
+        let cpu = run(&Device::Cpu, false);
+        for composed in [false, true] {
+            let gpu = run(&dev, composed);
+            let path = if composed { "composed" } else { "fused" };
+            for ((what, a), (_, b)) in cpu.iter().zip(&gpu) {
+                let worst = a
+                    .iter()
+                    .zip(b)
+                    .map(|(p, q)| (*p as f64 - *q as f64).abs() / (1.0 + p.abs() as f64))
+                    .fold(0.0, f64::max);
+                println!("batch norm ({path}) {what}: max |diff|/(1+|cpu|) {worst:e}");
+                if worst > 1e-5 || worst.is_nan() {
+                    return Err(format!(
+                        "batch norm ({path}) {what}: CUDA and CPU differ by {worst:e} (relative to 1+|cpu|)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A search step and a retrain step of ResNet-20 (batch 8, 32×32) on CUDA against the CPU,
+    /// from the same initialisation: the loss terms, logits, first layer, and every tensor
+    /// after the update, at [`common::resnet20::tolerance`] (3x the CPU's own spread).
+    pub fn resnet20_steps() -> Result<(), String> {
+        use crate::common::resnet20::{check, diff, run_step, tolerance, CONFIGS};
+        let dev = device().ok_or("no CUDA device")?;
+        let mut errors = Vec::new();
+        for (i, config) in CONFIGS.iter().enumerate() {
+            let cpu = run_step(config, &Device::Cpu, 0.0);
+            let gpu = run_step(config, &dev, 0.0);
+            if let Err(e) = check(&format!("{config} CUDA vs CPU"), &diff(&gpu, &cpu), &tolerance(i)) {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("\n"))
+        }
+    }
+
     pub fn hwgq_mixture() -> Result<(), String> {
         compare(&Hwgq, Operand::Activation, &[2, 3, 4, 32], &[0.1, 0.2, 0.3, 0.4])
     }
@@ -179,6 +279,8 @@ fn main() {
             ("gauss_mixture_cuda_matches_cpu", gpu::gauss_mixture),
             ("pooling_cuda_matches_cpu", gpu::pooling),
             ("tiny_search_step_cuda_matches_cpu", gpu::tiny_search_step),
+            ("batch_norm_cuda_matches_cpu", gpu::batch_norm),
+            ("resnet20_search_and_retrain_steps_cuda_match_cpu", gpu::resnet20_steps),
         ],
     );
     #[cfg(not(feature = "cuda"))]
@@ -189,6 +291,8 @@ fn main() {
             ("gauss_mixture_cuda_matches_cpu", || Ok(())),
             ("pooling_cuda_matches_cpu", || Ok(())),
             ("tiny_search_step_cuda_matches_cpu", || Ok(())),
+            ("batch_norm_cuda_matches_cpu", || Ok(())),
+            ("resnet20_search_and_retrain_steps_cuda_match_cpu", || Ok(())),
         ],
     );
     if let Some(r) = reason {

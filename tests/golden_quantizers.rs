@@ -1,18 +1,24 @@
 //! Parity of the quantizers with the reference: `hwgq.json` and `gauss_weight.json`.
+//!
+//! Runs on `EDMIPS_TEST_DEVICE` (default the CPU; `scripts/gpu-check.sh` also runs it on CUDA)
+//! at the same tolerances: bit-exact where the README says so. The CUDA kernels are compiled
+//! with `--fmad=false` and IEEE division (`ops::cuda::compile_options`) so that they round as
+//! the CPU does; σ is computed in f64 and rounded once, so other summation orders do not show.
 
 mod common;
 
 use common::*;
-use edmips::core::candle::{Device, Tensor, Var};
+use edmips::core::candle::{Tensor, Var};
 use edmips::core::ops::stats::unbiased_std;
 use edmips::plugins::{Gauss, Hwgq};
 use edmips::{Operand, Quantizer};
 
 /// Forward value and gradient of `sum(y * g)` for a quantizer applied to `x`.
 fn run(q: impl Fn(&Tensor) -> Tensor, x: Vec<f32>, shape: &[usize], g: Vec<f32>) -> (Vec<f32>, Vec<f32>) {
-    let xv = Var::from_vec(x, shape, &Device::Cpu).unwrap();
+    let dev = test_device();
+    let xv = Var::from_vec(x, shape, &dev).unwrap();
     let y = q(xv.as_tensor());
-    let g = Tensor::from_vec(g, shape, &Device::Cpu).unwrap();
+    let g = Tensor::from_vec(g, shape, &dev).unwrap();
     let grads = y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
     (host(&y), host(grads.get(xv.as_tensor()).unwrap()))
 }
@@ -44,7 +50,7 @@ fn gauss_per_bit_matches_the_reference_bit_for_bit() {
     let gold = load("gauss_weight.json");
     let (shape, w) = tensor(&gold["W"]);
     let (_, g) = tensor(&gold["G"]);
-    let wt = Tensor::from_vec(w.clone(), shape.as_slice(), &Device::Cpu).unwrap();
+    let wt = Tensor::from_vec(w.clone(), shape.as_slice(), &test_device()).unwrap();
     let std = unbiased_std(&wt).unwrap().to_vec1::<f32>().unwrap()[0];
     assert_eq!(std, gold["std_f32"].as_f64().unwrap() as f32, "unbiased std");
     for case in gold["per_bit"].as_array().unwrap() {
@@ -80,13 +86,14 @@ fn gauss_shared_weight_mixture_matches_the_reference() {
     let mix = &gold["shared_mix"];
     let (shape, w) = tensor(&gold["W"]);
     let (_, g) = tensor(&gold["G"]);
-    let wv = Var::from_vec(w, shape.as_slice(), &Device::Cpu).unwrap();
-    let alpha = Var::from_vec(f32s(&mix["alpha_weight"]), 4, &Device::Cpu).unwrap();
+    let dev = test_device();
+    let wv = Var::from_vec(w, shape.as_slice(), &dev).unwrap();
+    let alpha = Var::from_vec(f32s(&mix["alpha_weight"]), 4, &dev).unwrap();
     let relax = edmips::plugins::Softmax::default();
     let q = edmips::Relaxation::weights(&relax, alpha.as_tensor(), &Default::default()).unwrap();
     assert_close("softmax", &host(&q), &f32s(&mix["softmax"]), 1e-7);
     let y = Gauss.mix(wv.as_tensor(), Operand::Weight, &[1, 2, 3, 4], &q).unwrap();
-    let gt = Tensor::from_vec(g, shape.as_slice(), &Device::Cpu).unwrap();
+    let gt = Tensor::from_vec(g, shape.as_slice(), &dev).unwrap();
     let grads = y.mul(&gt).unwrap().sum_all().unwrap().backward().unwrap();
     assert_close("mixed_weight", &host(&y), &tensor(&mix["mixed_weight"]).1, 1e-7);
     assert_close("grad_w", &host(grads.get(wv.as_tensor()).unwrap()), &tensor(&mix["grad_w"]).1, 5e-7);
@@ -101,13 +108,14 @@ fn gauss_shared_weight_mixture_matches_the_reference() {
 #[test]
 fn fused_mixtures_equal_the_composed_default() {
     // The composed default (Quantizer::mix's fallback) and the fused kernels must agree.
+    let dev = test_device();
     let x: Vec<f32> = edmips::core::init::det_fill(5000, 3, 3.0);
-    let probs = Tensor::new(&[0.2f32, 0.3, 0.5], &Device::Cpu).unwrap();
-    let xt = Tensor::from_vec(x, 5000, &Device::Cpu).unwrap();
+    let probs = Tensor::new(&[0.2f32, 0.3, 0.5], &dev).unwrap();
+    let xt = Tensor::from_vec(x, 5000, &dev).unwrap();
     let fused = Hwgq.mix(&xt, Operand::Activation, &[2, 3, 4], &probs).unwrap();
     let composed = edmips::core::compose_mixture(&Hwgq, &xt, Operand::Activation, &[2, 3, 4], &probs).unwrap();
     assert_close("hwgq fused vs composed", &host(&fused), &host(&composed), 1e-6);
-    let probs = Tensor::new(&[0.1f32, 0.2, 0.3, 0.4], &Device::Cpu).unwrap();
+    let probs = Tensor::new(&[0.1f32, 0.2, 0.3, 0.4], &dev).unwrap();
     let fused = Gauss.mix(&xt, Operand::Weight, &[1, 2, 3, 4], &probs).unwrap();
     let composed = edmips::core::compose_mixture(&Gauss, &xt, Operand::Weight, &[1, 2, 3, 4], &probs).unwrap();
     assert_close("gauss fused vs composed", &host(&fused), &host(&composed), 1e-6);

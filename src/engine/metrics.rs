@@ -4,15 +4,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use edmips_core::error::{Error, Result};
+use edmips_core::ops::consts::cached;
 
 /// Top-1 and top-5 hits of `logits` `[B, K]` against `labels` `[B]` (counts, not percent). Ties
 /// rank the earlier class first, as `torch.topk` does for equal values in practice.
 pub fn topk_hits(logits: &Tensor, labels: &Tensor) -> Result<(usize, usize)> {
-    let l: Vec<Vec<f32>> = logits.to_dtype(candle_core::DType::F32)?.to_vec2()?;
+    let l: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
     let y: Vec<u32> = labels.to_vec1()?;
     let (mut top1, mut top5) = (0, 0);
     for (row, &t) in l.iter().zip(&y) {
@@ -23,6 +24,27 @@ pub fn topk_hits(logits: &Tensor, labels: &Tensor) -> Result<(usize, usize)> {
         top5 += usize::from(rank < 5);
     }
     Ok((top1, top5))
+}
+
+/// [`topk_hits`] on the logits' device: `[top-1 hits, top-5 hits]` as a `[2]` f32 tensor
+/// (exact counts), with the same ranking rule, computed by tensor ops so that nothing waits for
+/// the device. The training step reads it with the loss, in its one host read.
+pub fn topk_hits_tensor(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let logits = logits.detach().to_dtype(DType::F32)?;
+    let (b, k) = logits.dims2()?;
+    let dev = logits.device();
+    let labels = labels.to_dtype(DType::U32)?.reshape((b, 1))?;
+    let target = logits.gather(&labels, 1)?;
+    let classes = cached(dev, "metrics.arange_u32", &[k as u32], |d| Ok(Tensor::arange(0u32, k as u32, d)?))?;
+    let earlier = classes.reshape((1, k))?.broadcast_lt(&labels)?.to_dtype(DType::F32)?;
+    let greater = logits.broadcast_gt(&target)?.to_dtype(DType::F32)?;
+    let tie = logits.broadcast_eq(&target)?.to_dtype(DType::F32)?;
+    // Rank of the target: classes with a larger score, or an equal score and a smaller index.
+    let rank = greater.add(&tie.mul(&earlier)?)?.sum_keepdim(1)?;
+    // `rank < [1, 5]` against a cached constant (a scalar comparison would copy the scalar to
+    // the device on every call).
+    let tops = cached(dev, "metrics.top_1_5", &[], |d| Ok(Tensor::new(&[1f32, 5.0], d)?.reshape((1, 2))?))?;
+    Ok(rank.broadcast_lt(&tops)?.to_dtype(DType::F32)?.sum(0)?)
 }
 
 /// A sample-weighted running average (saved in checkpoints mid-epoch: its sums round-trip
@@ -203,5 +225,20 @@ mod tests {
         let labels = Tensor::new(&[1u32, 1, 0], &Device::Cpu).unwrap();
         // Row 0: hit. Row 1: class 0 ties and wins: rank 1 (top-5 only). Row 2: rank 5: miss.
         assert_eq!(topk_hits(&logits, &labels).unwrap(), (1, 2));
+        assert_eq!(topk_hits_tensor(&logits, &labels).unwrap().to_vec1::<f32>().unwrap(), vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn the_device_count_matches_the_host_count() {
+        // Coarse values, so that many scores tie.
+        let (b, k) = (64, 10);
+        let v: Vec<f32> = edmips_core::init::det_fill(b * k, 3, 4.0).iter().map(|x| x.round()).collect();
+        let logits = Tensor::from_vec(v, (b, k), &Device::Cpu).unwrap();
+        let labels: Vec<u32> = (0..b as u32).map(|i| (i * 7) % k as u32).collect();
+        let labels = Tensor::from_vec(labels, b, &Device::Cpu).unwrap();
+        let (h1, h5) = topk_hits(&logits, &labels).unwrap();
+        let t = topk_hits_tensor(&logits, &labels).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(t, vec![h1 as f32, h5 as f32]);
+        assert!(h1 > 0 && h5 > h1 && h5 < b);
     }
 }

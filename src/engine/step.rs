@@ -6,9 +6,17 @@
 //!   with `lra`, search only), built from a network's parameter groups by [`Optimizers::new`].
 //! * [`step_loss`]: forward and loss, no update (what validation-style checks and the last
 //!   golden step need).
-//! * [`apply_update`]: a finiteness check of the loss (a non-finite loss is an
-//!   [`Error::NonFinite`] and nothing is updated), backward, and the updates.
+//! * [`apply_update`]: backward, a finiteness check of the loss (a non-finite loss is an
+//!   [`Error::NonFinite`] and nothing is updated), and the updates.
 //! * [`train_step`]: the two in a row.
+//!
+//! **One host read per step.** Nothing in the forward or backward pass reads a device value
+//! on the host (no `.item()` per layer, as the reference has: σ, the quantizers' branch
+//! parameters and the complexity stay on the device, and their constants are cached per device,
+//! [`edmips_core::ops::consts`]). The step reads the device once: cross-entropy, total loss,
+//! complexity and the top-1/top-5 hit counts, as one small tensor, after the backward pass has
+//! been queued and before the updates. The read is what the finiteness check needs; placing it
+//! after the backward lets a GPU run forward and backward back to back.
 
 use candle_core::{DType, Tensor, Var};
 
@@ -16,6 +24,7 @@ use edmips_core::graph::{Forward, Network};
 use edmips_core::param_store::ParamGroup;
 use edmips_core::{ComplexityCost, Error, RelaxContext, Result};
 
+use super::metrics::topk_hits_tensor;
 use super::optim::Sgd;
 
 /// Learning rate, momentum and weight decay of one SGD group.
@@ -82,6 +91,8 @@ pub struct StepLoss {
     pub complexity: Option<Tensor>,
     /// `ce + cd · complexity` (just `ce` when there is no complexity or `cd` is 0).
     pub loss: Tensor,
+    /// `[top-1 hits, top-5 hits]` of the logits against the labels (f32 counts, on the device).
+    pub hits: Tensor,
 }
 
 /// Forward `x` in training mode and form the loss against `labels`.
@@ -100,7 +111,8 @@ pub fn step_loss(
         Some(c) if cd != 0.0 => ce.add(&c.affine(cd, 0.0)?)?,
         _ => ce.clone(),
     };
-    Ok(StepLoss { fwd, ce, complexity, loss })
+    let hits = topk_hits_tensor(&fwd.logits, labels)?;
+    Ok(StepLoss { fwd, ce, complexity, loss, hits })
 }
 
 /// What one [`train_step`] measured (values before the update).
@@ -114,31 +126,45 @@ pub struct StepOutcome {
     pub complexity: f64,
     /// The total loss.
     pub loss: f64,
+    /// Top-1 hits of the logits in the batch (a count).
+    pub top1_hits: usize,
+    /// Top-5 hits of the logits in the batch (a count).
+    pub top5_hits: usize,
 }
 
-fn host_f64(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+/// The step's one host read: `[ce, loss, complexity (0 without), top-1 hits, top-5 hits]`,
+/// each exactly as f64 (f32 values widen exactly).
+fn read_step_values(s: &StepLoss) -> Result<[f64; 5]> {
+    let f = |t: &Tensor| -> Result<Tensor> { Ok(t.detach().to_dtype(DType::F64)?.flatten_all()?) };
+    let complexity = match &s.complexity {
+        Some(c) => f(c)?,
+        None => Tensor::zeros(1, DType::F64, s.loss.device())?,
+    };
+    let all = Tensor::cat(&[f(&s.ce)?, f(&s.loss)?, complexity, f(&s.hits)?], 0)?;
+    let v = all.to_vec1::<f64>()?;
+    match v.as_slice() {
+        [ce, loss, c, h1, h5] => Ok([*ce, *loss, *c, *h1, *h5]),
+        _ => Err(Error::msg(format!("step values: expected 5 numbers, got {}", v.len()))),
+    }
 }
 
-/// The second half of a step: a finiteness check of `s.loss` (a non-finite loss updates
-/// nothing and is an [`Error::NonFinite`] naming both loss terms), backward, and the updates of
-/// `optim` (the logits' optimiser too when it exists).
+/// The second half of a step: backward, the step's one host read, a finiteness check of the
+/// loss (a non-finite loss updates nothing and is an [`Error::NonFinite`] naming both loss
+/// terms), and the updates of `optim` (the logits' optimiser too when it exists).
 pub fn apply_update(s: StepLoss, optim: &mut Optimizers) -> Result<StepOutcome> {
-    let (ce, loss) = (host_f64(&s.ce)?, host_f64(&s.loss)?);
+    // Queue the backward before reading, so a GPU runs forward and backward back to back; a
+    // non-finite loss then has computed gradients that are simply dropped.
+    let grads = s.loss.backward()?;
+    let [ce, loss, complexity, h1, h5] = read_step_values(&s)?;
     if !ce.is_finite() || !loss.is_finite() {
         return Err(Error::NonFinite(format!("loss (cross-entropy {ce}, total {loss})")));
     }
-    let grads = s.loss.backward()?;
     optim.weights.step(&grads)?;
     if let Some(a) = optim.logits.as_mut() {
         a.step(&grads)?;
     }
     drop(grads);
-    let complexity = match &s.complexity {
-        Some(c) => host_f64(c)?,
-        None => 0.0,
-    };
-    Ok(StepOutcome { logits: s.fwd.logits, ce, complexity, loss })
+    Ok(StepOutcome { logits: s.fwd.logits, ce, complexity, loss, top1_hits: h1 as usize, top5_hits: h5 as usize })
 }
 
 /// One training step: [`step_loss`] then [`apply_update`].

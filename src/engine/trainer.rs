@@ -26,7 +26,7 @@ use super::arch_report::ArchReport;
 use super::atomic::{copy_atomic, write_atomic};
 use super::budget::{self, expected_bits, Controller};
 use super::checkpoint::{self, DataIdentity, EpochPartial, RunState};
-use super::metrics::{read_history, topk_hits, EpochRecord, Mean, MetricsLog, StepRecord};
+use super::metrics::{read_history, topk_hits_tensor, EpochRecord, Mean, MetricsLog, StepRecord};
 use super::plots;
 use super::run_config::RunConfig;
 use super::run_folder::RunFolder;
@@ -634,7 +634,7 @@ impl Trainer {
                     target.measure(self.cost.as_ref(), self.net.searchable_layers(), &expected_bits(&self.net)?)?,
                 );
             }
-            let (h1, h5) = topk_hits(&out.logits, &batch.labels)?;
+            let (h1, h5) = (out.top1_hits, out.top5_hits);
             let p = &mut self.state.partial;
             p.ce.add(out.ce, n);
             p.complexity.add(out.complexity, n);
@@ -738,8 +738,11 @@ impl Trainer {
             let n = batch.labels.dims1()?;
             let fwd = self.net.forward(&batch.images, false, &ctx)?;
             let logits = fwd.logits.detach();
-            let ce = cross_entropy(&logits, &batch.labels)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            let (a, b) = topk_hits(&logits, &batch.labels)?;
+            // One host read per batch: [ce, top-1 hits, top-5 hits].
+            let ce = cross_entropy(&logits, &batch.labels)?.to_dtype(DType::F64)?.reshape(1)?;
+            let hits = topk_hits_tensor(&logits, &batch.labels)?.to_dtype(DType::F64)?;
+            let v = Tensor::cat(&[&ce, &hits], 0)?.to_vec1::<f64>()?;
+            let (ce, a, b) = (v[0], v[1] as usize, v[2] as usize);
             ce_m.add(ce, n);
             n_all += n;
             h1 += a;

@@ -1,9 +1,29 @@
 //! Shared helpers of the integration tests: reading `../shared/golden` and comparing numbers.
 #![allow(dead_code)]
 
+pub mod resnet20;
+
 use std::path::PathBuf;
 
 use serde_json::Value;
+
+/// The device of the device-parameterised parity tests (`golden_quantizers`,
+/// `golden_mix_conv`, `engine_tiny_steps`, `engine_resnet18_step`): `$EDMIPS_TEST_DEVICE`
+/// (`cpu`, the default, or `cuda` / `cuda:N`, which needs a `--features cuda` build and a GPU).
+/// `scripts/gpu-check.sh` runs those tests with `EDMIPS_TEST_DEVICE=cuda`.
+pub fn test_device() -> edmips::core::candle::Device {
+    match std::env::var("EDMIPS_TEST_DEVICE") {
+        Ok(s) if !s.trim().is_empty() => {
+            edmips::engine::trainer::parse_device(s.trim()).unwrap_or_else(|e| panic!("EDMIPS_TEST_DEVICE={s}: {e}"))
+        }
+        _ => edmips::core::candle::Device::Cpu,
+    }
+}
+
+/// Whether `dev` is a CUDA device (the tests loosen some tolerances there, each saying why).
+pub fn is_cuda(dev: &edmips::core::candle::Device) -> bool {
+    dev.is_cuda()
+}
 
 /// The golden data folder: `$EDMIPS_GOLDEN`, else `../shared/golden` beside the repository.
 pub fn golden_dir() -> PathBuf {
@@ -44,8 +64,13 @@ pub fn tensor(v: &Value) -> (Vec<usize>, Vec<f32>) {
 
 /// A golden tensor as a candle tensor on the CPU.
 pub fn candle_tensor(v: &Value) -> edmips::core::candle::Tensor {
+    candle_tensor_on(v, &edmips::core::candle::Device::Cpu)
+}
+
+/// A golden tensor as a candle tensor on `dev`.
+pub fn candle_tensor_on(v: &Value, dev: &edmips::core::candle::Device) -> edmips::core::candle::Tensor {
     let (shape, data) = tensor(v);
-    edmips::core::candle::Tensor::from_vec(data, shape, &edmips::core::candle::Device::Cpu).unwrap()
+    edmips::core::candle::Tensor::from_vec(data, shape, dev).unwrap()
 }
 
 /// Flattens a tensor to a host vector.
@@ -80,6 +105,28 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f64) {
         }
     }
     assert!(worst <= atol, "{what}: max abs error {worst:e} > {atol:e} at {at} (got {} want {})", got[at], want[at]);
+}
+
+/// `|got - want| <= atol + rtol·|want|` element-wise, reporting the worst element and printing
+/// the measured error (so a GPU run's log shows how much margin each check has).
+pub fn assert_near(what: &str, got: &[f32], want: &[f32], rtol: f64, atol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let (mut worst, mut at, mut abs) = (0f64, 0usize, 0f64);
+    for i in 0..got.len() {
+        let d = (got[i] as f64 - want[i] as f64).abs();
+        let r = d / (atol + rtol * (want[i] as f64).abs());
+        if r > worst || r.is_nan() {
+            (worst, at) = (r, i);
+        }
+        abs = abs.max(d);
+    }
+    println!("{what}: max abs error {abs:e} ({:.3} of the tolerance)", worst);
+    assert!(
+        worst <= 1.0,
+        "{what}: error above {atol:e} + {rtol:e}·|want| at {at} (got {} want {}); max abs error {abs:e}",
+        got[at],
+        want[at]
+    );
 }
 
 /// Relative tolerance on a scalar.

@@ -9,11 +9,15 @@
 //!
 //! The optional affine scale and shift are applied after normalising.
 //!
-//! On the CPU, train mode is one fused custom op (statistics accumulated in f64 per channel,
-//! multi-threaded over channels and planes; its backward is a second fused op), because the
-//! composed reductions over `(N, H, W)` are slow there. On other devices it is composed from
-//! candle's tensor ops. Both give the same values to f32 rounding and are tested against an
-//! f64 reference.
+//! On the CPU and on CUDA, train mode is one fused custom op (statistics accumulated in f64 per
+//! channel; its backward is a second fused op), because the composed reductions over
+//! `(N, H, W)` are slow (CPU) or many kernel launches and temporaries (CUDA). The CPU kernels
+//! are multi-threaded over channels and planes; the CUDA kernels (`batch_norm.cu`, compiled by
+//! NVRTC) use the same f64 formulas in the same order, with a fixed reduction order, so they
+//! are deterministic. On other devices, and on CUDA with `EDMIPS_CUDA_BN=composed` (an escape
+//! hatch, read once), it is composed from candle's tensor ops. All give the same values to f32
+//! rounding and are tested against an f64 reference (CUDA against the CPU in
+//! `tests/cuda_kernels.rs`).
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, Var};
 use rayon::prelude::*;
@@ -67,9 +71,20 @@ fn affine(y: Tensor, p: &BatchNormParams, c: usize) -> Result<Tensor> {
 }
 
 /// Train-mode batch norm: batch statistics, and an in-place running-statistics update.
-/// `name` labels errors. On the CPU the normalisation is the fused op.
+/// `name` labels errors. On the CPU and on CUDA the normalisation is the fused op.
 pub fn batch_norm_train(x: &Tensor, p: &BatchNormParams, name: &str) -> Result<Tensor> {
-    train(x, p, name, x.device().is_cpu())
+    train(x, p, name, fused_on(x.device()))
+}
+
+/// Whether train mode takes the fused op on `dev`: the CPU always; CUDA unless
+/// `EDMIPS_CUDA_BN=composed`.
+pub fn fused_on(dev: &candle_core::Device) -> bool {
+    dev.is_cpu() || (dev.is_cuda() && cuda_fused())
+}
+
+fn cuda_fused() -> bool {
+    static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FUSED.get_or_init(|| std::env::var("EDMIPS_CUDA_BN").map(|v| v.trim() != "composed").unwrap_or(true))
 }
 
 /// [`batch_norm_train`] through the composed candle ops on every device: the path the fused
@@ -111,7 +126,7 @@ fn composed_train(x: &Tensor, p: &BatchNormParams, c: usize) -> Result<(Tensor, 
     Ok((affine(xc.broadcast_mul(&inv)?, p, c)?, mean, var))
 }
 
-/// Fused (CPU) train-mode normalisation: `(y, batch mean, biased batch variance)`.
+/// Fused (CPU or CUDA) train-mode normalisation: `(y, batch mean, biased batch variance)`.
 fn fused_train(x: &Tensor, p: &BatchNormParams, c: usize) -> Result<(Tensor, Tensor, Tensor)> {
     let dev = x.device();
     let w = match p.weight {
@@ -209,6 +224,19 @@ impl CustomOp3 for BnTrain {
         Ok((CpuStorage::F32(out), Shape::from(total + 2 * c)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        cuda::forward(self.eps, dims(l1)?, (s1, l1), (s2, l2), (s3, l3))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -281,6 +309,188 @@ impl CustomOp3 for BnTrainBwd {
             tail[c + ci] = sg as f32;
         }
         Ok((CpuStorage::F32(out), Shape::from(total + 2 * c)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        cuda::backward(self.eps, dims(l1)?, (s1, l1), (s2, l2), (s3, l3))
+    }
+}
+
+/// CUDA source of the fused batch-norm kernels (statistics per channel in f64, fixed
+/// reduction order).
+pub const BATCH_NORM_CUDA_SOURCE: &str = include_str!("batch_norm.cu");
+
+fn cuda_source() -> String {
+    format!("// edmips batch norm\n#define EDMIPS_BLOCK {}\n{BATCH_NORM_CUDA_SOURCE}", crate::ops::kernels::CUDA_BLOCK)
+}
+
+crate::register_kernel_source!(name: "edmips_batch_norm", source: cuda_source);
+
+/// Chunks per channel of the CUDA statistics kernels for `count = N·H·W` values: enough blocks
+/// to fill a GPU, at least 16 values per thread, at most 64 chunks. It depends on the shape
+/// only, so the reduction order (and so the result) is the same on every GPU.
+pub fn cuda_split(count: usize) -> usize {
+    count.div_ceil(crate::ops::kernels::CUDA_BLOCK as usize * 16).clamp(1, 64)
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    //! Launches of the batch-norm kernels.
+    use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::WrapErr;
+    use candle_core::{CudaStorage, Layout, Shape};
+
+    use super::cuda_split;
+    use crate::ops::cuda::{grid, ptx_for, slice_f32};
+    use crate::ops::kernels::CUDA_BLOCK;
+
+    const MODULE: &str = "edmips_batch_norm";
+
+    /// Kernel argument block; must match `struct BnArgs` in `batch_norm.cu`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct BnArgs {
+        n: i64,
+        c: i64,
+        hw: i64,
+        split: i64,
+        chunk: i64,
+        eps: f64,
+    }
+    unsafe impl DeviceRepr for BnArgs {}
+
+    fn args((n, c, hw): (usize, usize, usize), eps: f64) -> BnArgs {
+        let count = n * hw;
+        let split = cuda_split(count);
+        BnArgs {
+            n: n as i64,
+            c: c as i64,
+            hw: hw as i64,
+            split: split as i64,
+            chunk: count.div_ceil(split) as i64,
+            eps,
+        }
+    }
+
+    fn configs(a: &BnArgs, total: usize) -> (LaunchConfig, LaunchConfig, LaunchConfig) {
+        let block = (CUDA_BLOCK, 1, 1);
+        let stats = LaunchConfig { grid_dim: (a.split as u32, a.c as u32, 1), block_dim: block, shared_mem_bytes: 0 };
+        let channels =
+            LaunchConfig { grid_dim: ((a.c as u32).div_ceil(CUDA_BLOCK), 1, 1), block_dim: block, shared_mem_bytes: 0 };
+        let elements = LaunchConfig { grid_dim: (grid(total), 1, 1), block_dim: block, shared_mem_bytes: 0 };
+        (stats, channels, elements)
+    }
+
+    type In<'a> = (&'a CudaStorage, &'a Layout);
+
+    /// `(x, weight, bias) -> [y (n), mean (C), biased var (C)]`.
+    pub(super) fn forward(
+        eps: f64,
+        d: (usize, usize, usize),
+        x: In,
+        w: In,
+        b: In,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = &x.0.device;
+        let (xv, wv, bv) = (
+            slice_f32(x.0, x.1, "batch norm x")?,
+            slice_f32(w.0, w.1, "batch norm weight")?,
+            slice_f32(b.0, b.1, "batch norm bias")?,
+        );
+        let a = args(d, eps);
+        let (c, total) = (d.1, d.0 * d.1 * d.2);
+        let out = dev.alloc_zeros::<f32>(total + 2 * c)?;
+        let partial = dev.alloc_zeros::<f64>(c * a.split as usize)?;
+        let st = dev.alloc_zeros::<f64>(c)?;
+        let coef = dev.alloc_zeros::<f32>(2 * c)?;
+        let ptx = ptx_for(MODULE, super::cuda_source)?;
+        let (stats, channels, elements) = configs(&a, total);
+        for mode in [0i32, 1] {
+            let f = dev.get_or_load_custom_func("bn_partial_stats", MODULE, &ptx)?;
+            let mut l = f.builder();
+            l.arg(&xv);
+            l.arg(&st);
+            l.arg(&partial);
+            l.arg(&a);
+            l.arg(&mode);
+            unsafe { l.launch(stats) }.w()?;
+            let f = dev.get_or_load_custom_func("bn_finalize", MODULE, &ptx)?;
+            let mut l = f.builder();
+            l.arg(&partial);
+            l.arg(&st);
+            l.arg(&wv);
+            l.arg(&bv);
+            l.arg(&out);
+            l.arg(&coef);
+            l.arg(&a);
+            l.arg(&mode);
+            unsafe { l.launch(channels) }.w()?;
+        }
+        let f = dev.get_or_load_custom_func("bn_apply", MODULE, &ptx)?;
+        let mut l = f.builder();
+        l.arg(&xv);
+        l.arg(&coef);
+        l.arg(&out);
+        l.arg(&a);
+        unsafe { l.launch(elements) }.w()?;
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from(total + 2 * c)))
+    }
+
+    /// `(x, g, aux = [mean, var, weight]) -> [dx (n), dweight (C), dbias (C)]`.
+    pub(super) fn backward(
+        eps: f64,
+        d: (usize, usize, usize),
+        x: In,
+        g: In,
+        aux: In,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = &x.0.device;
+        let (xv, gv, av) = (
+            slice_f32(x.0, x.1, "batch norm backward x")?,
+            slice_f32(g.0, g.1, "batch norm backward gradient")?,
+            slice_f32(aux.0, aux.1, "batch norm backward statistics")?,
+        );
+        let a = args(d, eps);
+        let (c, total) = (d.1, d.0 * d.1 * d.2);
+        let out = dev.alloc_zeros::<f32>(total + 2 * c)?;
+        let partial = dev.alloc_zeros::<f64>(2 * c * a.split as usize)?;
+        let st = dev.alloc_zeros::<f64>(2 * c)?;
+        let ptx = ptx_for(MODULE, super::cuda_source)?;
+        let (stats, channels, elements) = configs(&a, total);
+        let f = dev.get_or_load_custom_func("bn_bwd_partial", MODULE, &ptx)?;
+        let mut l = f.builder();
+        l.arg(&xv);
+        l.arg(&gv);
+        l.arg(&av);
+        l.arg(&partial);
+        l.arg(&a);
+        unsafe { l.launch(stats) }.w()?;
+        let f = dev.get_or_load_custom_func("bn_bwd_finalize", MODULE, &ptx)?;
+        let mut l = f.builder();
+        l.arg(&partial);
+        l.arg(&st);
+        l.arg(&out);
+        l.arg(&a);
+        unsafe { l.launch(channels) }.w()?;
+        let f = dev.get_or_load_custom_func("bn_bwd_dx", MODULE, &ptx)?;
+        let mut l = f.builder();
+        l.arg(&xv);
+        l.arg(&gv);
+        l.arg(&av);
+        l.arg(&st);
+        l.arg(&out);
+        l.arg(&a);
+        unsafe { l.launch(elements) }.w()?;
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from(total + 2 * c)))
     }
 }
 

@@ -7,6 +7,8 @@
 //! * [`max_pool`], [`avg_pool`] (geometry and CUDA source in [`pool`]): pooling with padding,
 //!   ceil mode and `count_include_pad`, with backward for any kernel and stride.
 //! * [`batch_norm`]: train (batch statistics, running-stat update) and eval batch norm.
+//! * [`consts`]: small constant tensors built once per device (no host-to-device copy per
+//!   layer per step).
 //! * [`kernels`]: the registry of CUDA sources (`.cu` files beside their ops) and the
 //!   constants they share with Rust; [`cuda`]: NVRTC plumbing (`cuda` feature).
 //!
@@ -15,6 +17,7 @@
 
 pub mod avg_pool;
 pub mod batch_norm;
+pub mod consts;
 pub mod conv;
 pub mod conv_cpu;
 #[cfg(feature = "cuda")]

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::layer_info::LayerInfo;
+use crate::ops::consts::cached;
 
 /// A relaxed distribution over candidate bit widths: the candidates and their mixing weights.
 #[derive(Debug, Clone)]
@@ -47,10 +48,14 @@ pub struct BitDistribution {
 }
 
 impl BitDistribution {
-    /// `Σ_i probs[i] · bits[i]` as a differentiable scalar, summed in index order.
+    /// `Σ_i probs[i] · bits[i]` as a differentiable scalar, summed in index order. The bit
+    /// widths as a tensor are a per-device constant ([`cached`]): no host-to-device copy per
+    /// layer per step.
     pub fn expected(&self) -> Result<Tensor> {
-        let bits: Vec<f32> = self.bits.iter().map(|&b| b as f32).collect();
-        let bits = Tensor::from_vec(bits, self.bits.len(), self.probs.device())?;
+        let bits = cached(self.probs.device(), "cost.bits_f32", &self.bits, |d| {
+            let bits: Vec<f32> = self.bits.iter().map(|&b| b as f32).collect();
+            Ok(Tensor::from_vec(bits, self.bits.len(), d)?)
+        })?;
         Ok(self.probs.to_dtype(DType::F32)?.mul(&bits)?.sum_all()?)
     }
 }

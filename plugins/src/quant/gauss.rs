@@ -10,11 +10,12 @@
 //! (D6). Bits outside 1..=4 are a configuration error.
 
 use edmips_core::candle::{DType, Tensor};
+use edmips_core::ops::consts::cached;
 use edmips_core::ops::mixture::{mixture, ElementQuantizer};
 use edmips_core::ops::stats::unbiased_std;
 use edmips_core::{Operand, Params, Quantizer, Result, Table};
 
-use super::unsupported;
+use super::{one, unsupported};
 
 /// The registry id.
 pub const ID: &str = "gauss";
@@ -67,18 +68,26 @@ impl Gauss {
 
     /// Branch parameters `[k, 2]` (`step`, `thr`) for `σ` (a 1-element tensor), on σ's device:
     /// `step = f32(g_b · f64(σ))`, `thr = f32((L - 0.5) · step_f64)`.
+    ///
+    /// σ stays on the device (no host read, [`unbiased_std`]); the per-bit factors `g_b` and
+    /// `L - 0.5` are constants built once per device and bit list ([`cached`]), so a forward
+    /// makes no host-to-device copy.
     pub fn branch_params(sigma: &Tensor, bits: &[u32]) -> Result<Tensor> {
         let dev = sigma.device();
-        let mut g = Vec::with_capacity(bits.len());
-        let mut h = Vec::with_capacity(bits.len());
         for &b in bits {
             Gauss.check(Operand::Weight, b)?;
-            g.push(Self::sigma_step(b).unwrap_or_default());
-            h.push(Self::half_levels(b));
         }
+        let g = cached(dev, "gauss.sigma_steps", bits, |d| {
+            let g: Vec<f64> = bits.iter().map(|&b| Self::sigma_step(b).unwrap_or_default()).collect();
+            Ok(Tensor::from_vec(g, bits.len(), d)?)
+        })?;
+        let h = cached(dev, "gauss.half_levels", bits, |d| {
+            let h: Vec<f64> = bits.iter().map(|&b| Self::half_levels(b)).collect();
+            Ok(Tensor::from_vec(h, bits.len(), d)?)
+        })?;
         let sig = sigma.to_dtype(DType::F64)?.reshape(1)?;
-        let steps = Tensor::from_vec(g, bits.len(), dev)?.broadcast_mul(&sig)?;
-        let thr = steps.mul(&Tensor::from_vec(h, bits.len(), dev)?)?;
+        let steps = g.broadcast_mul(&sig)?;
+        let thr = steps.mul(&h)?;
         Ok(Tensor::stack(&[&steps, &thr], 1)?.to_dtype(DType::F32)?)
     }
 
@@ -88,8 +97,7 @@ impl Gauss {
         Gauss.check(Operand::Weight, bits)?;
         let prm = [step as f32, (Self::half_levels(bits) * step) as f32];
         let params = Tensor::from_vec(prm.to_vec(), (1, 2), x.device())?;
-        let one = Tensor::ones(1, DType::F32, x.device())?;
-        mixture::<GaussElement>(x, &one, &params)
+        mixture::<GaussElement>(x, &one(x.device())?, &params)
     }
 }
 
@@ -113,8 +121,7 @@ impl Quantizer for Gauss {
 
     fn quantize(&self, x: &Tensor, operand: Operand, bits: u32) -> Result<Tensor> {
         self.check(operand, bits)?;
-        let one = Tensor::ones(1, DType::F32, x.device())?;
-        mixture::<GaussElement>(x, &one, &Self::branch_params(&unbiased_std(x)?, &[bits])?)
+        mixture::<GaussElement>(x, &one(x.device())?, &Self::branch_params(&unbiased_std(x)?, &[bits])?)
     }
 
     /// Shared-weight mixture: σ is computed once and every branch's step scales it.

@@ -8,10 +8,11 @@
 //! `1[x >= 0]` (passing at 0). HWGQ is the networks' nonlinearity: no ReLU precedes it.
 
 use edmips_core::candle::{Device, Tensor};
+use edmips_core::ops::consts::cached;
 use edmips_core::ops::mixture::{mixture, ElementQuantizer};
 use edmips_core::{Operand, Params, Precision, Quantizer, Result, Table};
 
-use super::unsupported;
+use super::{one, unsupported};
 
 /// The registry id.
 pub const ID: &str = "hwgq";
@@ -75,13 +76,17 @@ impl Hwgq {
         Some([s as f32, (s * levels) as f32, 0.0])
     }
 
+    /// The `[k, 3]` branch parameters of `bits` on `device`. They depend only on the bits, so
+    /// they are built once per device and bit list ([`cached`]): no host-to-device copy per
+    /// layer per step.
     fn params(&self, bits: &[u32], device: &Device) -> Result<Tensor> {
-        let mut v = Vec::with_capacity(bits.len() * 3);
         for &b in bits {
             self.check(Operand::Activation, b)?;
-            v.extend(Self::branch_params(b).unwrap_or_default());
         }
-        Ok(Tensor::from_vec(v, (bits.len(), 3), device)?)
+        cached(device, "hwgq.branch_params", bits, |d| {
+            let v: Vec<f32> = bits.iter().flat_map(|&b| Self::branch_params(b).unwrap_or_default()).collect();
+            Ok(Tensor::from_vec(v, (bits.len(), 3), d)?)
+        })
     }
 }
 
@@ -101,8 +106,7 @@ impl Quantizer for Hwgq {
 
     fn quantize(&self, x: &Tensor, operand: Operand, bits: u32) -> Result<Tensor> {
         self.check(operand, bits)?;
-        let one = Tensor::ones(1, edmips_core::candle::DType::F32, x.device())?;
-        mixture::<HwgqElement>(x, &one, &self.params(&[bits], x.device())?)
+        mixture::<HwgqElement>(x, &one(x.device())?, &self.params(&[bits], x.device())?)
     }
 
     fn mix(&self, x: &Tensor, operand: Operand, bits: &[u32], probs: &Tensor) -> Result<Tensor> {
