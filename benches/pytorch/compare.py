@@ -129,6 +129,25 @@ def measure(side, cmd, env):
     return res
 
 
+def measure_quiet(args, side, cmd, env):
+    """measure() on an idle machine; measured again (up to --retry-busy times) when other
+    processes took more than --idle-threshold of the CPUs meanwhile. Keeps the quietest try."""
+    tries = []
+    for _ in range(1 + args.retry_busy):
+        load = wait_idle(args.wait_idle, args.idle_threshold)
+        r = measure(side, cmd, env)
+        r["load_before"] = load
+        tries.append(r)
+        if r["foreign_share"] <= args.idle_threshold:
+            break
+        print(f"  ({side}: others took {100 * r['foreign_share']:.0f}% of the CPUs meanwhile; measuring again)",
+              flush=True)
+    best = min(tries, key=lambda r: r["foreign_share"])
+    best["tries"] = len(tries)
+    best["discarded"] = [{k: r[k] for k in ("median_ms", "foreign_share")} for r in tries if r is not best]
+    return best
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--edmips", default=os.environ.get("EDMIPS", "/work/main/target/release/edmips"))
@@ -143,6 +162,8 @@ def main():
                     help="before each measurement wait up to this many seconds for the machine to be idle")
     ap.add_argument("--idle-threshold", type=float, default=0.15,
                     help="'idle': others use less than this fraction of all CPUs")
+    ap.add_argument("--retry-busy", type=int, default=1,
+                    help="measure again (this many times at most) when the machine was busy meanwhile")
     ap.add_argument("--out", default=os.path.join(HERE, f"results-{datetime.date.today().isoformat()}.json"))
     args = ap.parse_args()
 
@@ -179,16 +200,12 @@ def main():
                 base.pop(k, None)
             common = ["--iters", str(args.iters), "--warmup", str(args.warmup), "--json"]
 
-            load = wait_idle(args.wait_idle, args.idle_threshold)
             env = dict(base, RAYON_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t))
-            ours = measure("ours", [edmips, "bench", "step", "-a", config, "-b", str(batch)] + common, env)
-            ours["load_before"] = load
+            ours = measure_quiet(args, "ours", [edmips, "bench", "step", "-a", config, "-b", str(batch)] + common, env)
 
-            load = wait_idle(args.wait_idle, args.idle_threshold)
             env = dict(base, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t), PYTHONWARNINGS="ignore")
-            theirs = measure("torch", [args.python, torch_py, "bench", "-a", config, "-b", str(batch),
-                                       "--threads", str(t)] + common, env)
-            theirs["load_before"] = load
+            theirs = measure_quiet(args, "torch", [args.python, torch_py, "bench", "-a", config, "-b", str(batch),
+                                                   "--threads", str(t)] + common, env)
 
             row = {
                 "label": label, "config": config, "batch": batch, "input": size, "threads": t,
