@@ -133,8 +133,9 @@ def measure_quiet(args, side, cmd, env):
     """measure() on an idle machine; measured again (up to --retry-busy times) when other
     processes took more than --idle-threshold of the CPUs meanwhile. Keeps the quietest try."""
     tries = []
+    deadline = time.monotonic() + args.wait_idle  # one waiting budget for all the tries
     for _ in range(1 + args.retry_busy):
-        load = wait_idle(args.wait_idle, args.idle_threshold)
+        load = wait_idle(max(0.0, deadline - time.monotonic()), args.idle_threshold)
         r = measure(side, cmd, env)
         r["load_before"] = load
         tries.append(r)
@@ -159,7 +160,7 @@ def main():
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--wait-idle", type=float, default=300.0,
-                    help="before each measurement wait up to this many seconds for the machine to be idle")
+                    help="wait up to this many seconds in all (per measurement, its retries included) for the machine to be idle")
     ap.add_argument("--idle-threshold", type=float, default=0.15,
                     help="'idle': others use less than this fraction of all CPUs")
     ap.add_argument("--retry-busy", type=int, default=1,
