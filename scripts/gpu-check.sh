@@ -18,7 +18,8 @@
 #                  checkpoint compared with the 2-epoch one), a 1-epoch retrain of the result
 #   pytorch_*      the PyTorch baseline (benches/pytorch) on the same shapes, when it exists
 #                  and its `bench` takes --device
-#   extra_*        the composed batch norm and the cuDNN binary (when packed), for comparison
+#   extra_*        the composed batch norm and the cuDNN binary (when packed), for comparison;
+#                  they do not count towards the summary's `ok`
 # If the batch-norm CUDA test fails, the later steps run with EDMIPS_CUDA_BN=composed (the
 # composed fallback), and the summary says so.
 #
@@ -281,7 +282,9 @@ if [ "${EDMIPS_CUDA_BN:-}" != composed ]; then
     step extra_bench_mixres20_b256_composed_bn 120 bench EDMIPS_CUDA_BN=composed -- "$bin" bench step \
         -a mixres20_w1234a234 -b 256 --iters 10 --warmup 3 --device "$device" --json
 fi
-if [ -x "$work/pack/bin/edmips-cudnn" ] || { [ "$dry_run" = 1 ] && grep -q '"bin/edmips-cudnn"' "$pack/manifest.json" 2>/dev/null; }; then
+if [ "$dry_run" = 0 ] && [ -x "$work/pack/bin/edmips-cudnn" ] && ! grep -q 'libcudnn.so.9$' "$out/libs.txt" 2>/dev/null; then
+    say "the pack has a cuDNN binary but this machine has no libcudnn.so.9: its benches skipped"
+elif [ -x "$work/pack/bin/edmips-cudnn" ] || { [ "$dry_run" = 1 ] && grep -q '"bin/edmips-cudnn"' "$pack/manifest.json" 2>/dev/null; }; then
     bench extra_cudnn_bench_mixres20_w1234a234_b256 mixres20_w1234a234 256 10 3 "$work/pack/bin/edmips-cudnn"
     bench extra_cudnn_bench_quantres18_2w2a_b256 quantres18_2w2a 256 5 2 "$work/pack/bin/edmips-cudnn"
     bench extra_cudnn_bench_mixres18_w1234a234_b256 mixres18_w1234a234 256 5 2 "$work/pack/bin/edmips-cudnn"

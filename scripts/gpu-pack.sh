@@ -3,11 +3,10 @@
 # and no network), and packs it into gpu-pack/ (git-ignored): one archive of at most 64 MiB,
 # named in the device tool's `carry`.
 #
-#   scripts/gpu-pack.sh [--cudnn] [--no-build] [--train N] [--val N]
+#   scripts/gpu-pack.sh [--cudnn] [--train N] [--val N]
 #
 #   --cudnn      also build the `cudnn` feature (scripts/cuda-toolchain.sh installs cuDNN 9)
 #                and pack it as bin/edmips-cudnn; gpu-check benches it beside the cuda binary
-#   --no-build   pack what the target folder already holds (cargo still reports the paths)
 #   --train N, --val N   images of the CIFAR-10 subset (default 5000 / 1000, balanced per class)
 #
 # The archive gpu-pack/edmips-gpu.tar.xz holds:
@@ -22,16 +21,20 @@
 #
 # Environment: CARGO_TARGET_DIR (default target/cuda, as .ci/run), EDMIPS_SHARED (default
 # ../shared), GPU_PACK_DIR (default gpu-pack).
+#
+# Do not point CARGO_TARGET_DIR at another checkout's target folder (e.g. a git worktree
+# building into the main checkout's target/cuda to reuse candle-kernels): cargo gives both
+# checkouts' crates the same artifact names, so one checkout's edmips-core can be linked into
+# the other's build. Copy the folder instead (`cp -a`; candle-kernels stays fresh in the copy).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root"
 
-cudnn=0 build=1 n_train=5000 n_val=1000
+cudnn=0 n_train=5000 n_val=1000
 while [ $# -gt 0 ]; do
     case $1 in
         --cudnn) cudnn=1 ;;
-        --no-build) build=0 ;;
         --train) n_train=$2; shift ;;
         --val) n_val=$2; shift ;;
         -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -60,8 +63,7 @@ fi
 rm -rf "$stage"
 mkdir -p "$stage/bin" "$stage/tests" "$stage/golden" "$stage/data" "$pack"
 
-# Test executables of one feature set, from cargo's JSON messages (builds them unless --no-build
-# found them fresh).
+# Test executables of one feature set, from cargo's JSON messages (cargo builds them if needed).
 test_paths() {
     local args=()
     for t in "${tests[@]}"; do args+=(--test "$t"); done
@@ -78,10 +80,8 @@ for line in sys.stdin:
 '
 }
 
-build_bin() { # build_bin FEATURES -> path of the edmips binary
-    if [ "$build" = 1 ]; then
-        cargo build --release --features "$1" --bin edmips >&2
-    fi
+build_bin() { # build_bin FEATURES -> path of the edmips binary (a second or two when fresh)
+    cargo build --release --features "$1" --bin edmips >&2
     echo "$CARGO_TARGET_DIR/release/edmips"
 }
 
@@ -99,7 +99,7 @@ if [ "$cudnn" = 1 ]; then
     # Same target folder: the cudnn feature changes cudarc and candle-core, not candle-kernels.
     cp "$(build_bin cudnn)" "$stage/bin/edmips-cudnn"
     # Leave the target's edmips as the cuda build (what .ci/run and the tests expect).
-    [ "$build" = 1 ] && cargo build --release --features cuda --bin edmips >&2
+    cargo build --release --features cuda --bin edmips >&2
 fi
 for f in "$stage"/bin/* "$stage"/tests/*; do
     strip --strip-debug "$f"
