@@ -36,10 +36,12 @@ fn mixtures(c: &mut Criterion) {
     for (name, q, operand, bits, input, p) in cases {
         group.throughput(Throughput::Elements(input.elem_count() as u64));
         group.bench_function(format!("fused/{name}"), |b| {
-            b.iter(|| q.mix(input.as_tensor(), operand, bits, p.as_tensor()).unwrap().backward().unwrap())
+            b.iter(|| q.mix(input.as_tensor(), operand, bits, p.as_tensor(), &[]).unwrap().backward().unwrap())
         });
         group.bench_function(format!("composed/{name}"), |b| {
-            b.iter(|| compose_mixture(q, input.as_tensor(), operand, bits, p.as_tensor()).unwrap().backward().unwrap())
+            b.iter(|| {
+                compose_mixture(q, input.as_tensor(), operand, bits, p.as_tensor(), &[]).unwrap().backward().unwrap()
+            })
         });
     }
     group.finish();
@@ -69,6 +71,8 @@ fn mixed_layer(c: &mut Criterion) {
         act_quantizer: Arc::new(Hwgq),
         weight_quantizer: Arc::new(Gauss),
         relaxation: Arc::new(Softmax::default()),
+        act_learned: Default::default(),
+        weight_learned: Default::default(),
     };
     let x = Tensor::from_vec(det_fill(32 * 64 * 56 * 56, 4, 2.0), (32, 64, 56, 56), &dev).unwrap();
     let ctx = RelaxContext::default();

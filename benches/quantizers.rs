@@ -21,7 +21,7 @@ fn bench(c: &mut Criterion) {
         for &b in bits {
             group.bench_with_input(BenchmarkId::new(q.id(), b), &b, |bch, &b| {
                 bch.iter(|| {
-                    let y = q.quantize(x.as_tensor(), operand, b).unwrap();
+                    let y = q.quantize(x.as_tensor(), operand, b, &[]).unwrap();
                     y.backward().unwrap()
                 })
             });

@@ -49,7 +49,7 @@ mod gpu {
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let xv = Var::from_vec(x.to_vec(), x.len(), dev).unwrap();
         let pv = Var::from_vec(p.to_vec(), p.len(), dev).unwrap();
-        let y = q.mix(xv.as_tensor(), operand, bits, pv.as_tensor()).unwrap();
+        let y = q.mix(xv.as_tensor(), operand, bits, pv.as_tensor(), &[]).unwrap();
         let gt = Tensor::from_vec(g.to_vec(), g.len(), dev).unwrap();
         let grads = y.mul(&gt).unwrap().sum_all().unwrap().backward().unwrap();
         let h = |t: &Tensor| t.to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap();

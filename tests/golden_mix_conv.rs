@@ -63,6 +63,8 @@ fn mixed_conv_forward_backward_and_complexity_match_the_reference() {
         act_quantizer: Arc::new(Hwgq),
         weight_quantizer: Arc::new(Gauss),
         relaxation: Arc::new(Softmax::default()),
+        act_learned: Default::default(),
+        weight_learned: Default::default(),
     };
     layer.validate().unwrap();
     let ctx = RelaxContext::default();
@@ -79,7 +81,7 @@ fn mixed_conv_forward_backward_and_complexity_match_the_reference() {
     let g = candle_tensor_on(&gold["g"], &dev);
     let cd = gold["cd"].as_f64().unwrap();
     let data_loss = out.y.mul(&g).unwrap().sum_all().unwrap();
-    let complexity = BitOps.layer_cost(&info, &out.act, &out.weight).unwrap();
+    let complexity = BitOps::default().layer_cost(&info, &out.act, &out.weight).unwrap();
     let loss = data_loss.add(&(&complexity * cd).unwrap()).unwrap();
     let scalar = |t: &Tensor| t.to_scalar::<f32>().unwrap() as f64;
     assert_rel("data_loss", scalar(&data_loss), gold["data_loss"].as_f64().unwrap(), 1e-6);
@@ -94,7 +96,7 @@ fn mixed_conv_forward_backward_and_complexity_match_the_reference() {
     assert_close("grad_alpha_weight", &gget(&layer.alpha_weight), &f32s(&gold["grad_alpha_weight"]), 1e-5);
 
     // The complexity term alone.
-    let c_only = BitOps.layer_cost(&info, &out.act, &out.weight).unwrap().backward().unwrap();
+    let c_only = BitOps::default().layer_cost(&info, &out.act, &out.weight).unwrap().backward().unwrap();
     let cget = |v: &Var| host(c_only.get(v.as_tensor()).unwrap());
     assert_close(
         "grad_alpha_activ_complexity_only",
@@ -130,6 +132,8 @@ fn fixed_bit_conv_matches_the_reference() {
             abit,
             act_quantizer: Arc::new(Hwgq),
             weight_quantizer: Arc::new(Gauss),
+            act_learned: Default::default(),
+            weight_learned: Default::default(),
         };
         layer.validate().unwrap();
         let y = layer.forward(x.as_tensor()).unwrap();
@@ -164,6 +168,8 @@ fn a_wrong_input_size_names_the_layer_and_the_expected_shape() {
         abit: 2,
         act_quantizer: Arc::new(Hwgq),
         weight_quantizer: Arc::new(Gauss),
+        act_learned: Default::default(),
+        weight_learned: Default::default(),
     };
     let x = Tensor::zeros((1, 4, 8, 8), edmips::core::candle::DType::F32, &dev).unwrap();
     let e = layer.forward(&x).unwrap_err().to_string();

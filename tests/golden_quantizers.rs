@@ -32,7 +32,7 @@ fn hwgq_matches_the_reference_bit_for_bit() {
         let bits = case["bit"].as_u64().unwrap() as u32;
         let x = f32s(&case["x"]);
         let n = x.len();
-        let (y, gx) = run(|t| Hwgq.quantize(t, Operand::Activation, bits).unwrap(), x, &[n], f32s(&case["g"]));
+        let (y, gx) = run(|t| Hwgq.quantize(t, Operand::Activation, bits, &[]).unwrap(), x, &[n], f32s(&case["g"]));
         assert_exact(&format!("hwgq {bits}-bit y"), &y, &f32s(&case["y"]));
         assert_exact(&format!("hwgq {bits}-bit grad_x"), &gx, &f32s(&case["grad_x"]));
         if bits < 32 {
@@ -56,7 +56,7 @@ fn gauss_per_bit_matches_the_reference_bit_for_bit() {
     for case in gold["per_bit"].as_array().unwrap() {
         let bits = case["bit"].as_u64().unwrap() as u32;
         assert_eq!(Gauss::sigma_step(bits).unwrap(), case["gaussian_step"].as_f64().unwrap());
-        let (y, gw) = run(|t| Gauss.quantize(t, Operand::Weight, bits).unwrap(), w.clone(), &shape, g.clone());
+        let (y, gw) = run(|t| Gauss.quantize(t, Operand::Weight, bits, &[]).unwrap(), w.clone(), &shape, g.clone());
         assert_exact(&format!("gauss {bits}-bit y"), &y, &tensor(&case["y"]).1);
         assert_exact(&format!("gauss {bits}-bit grad_w"), &gw, &tensor(&case["grad_w"]).1);
         let mut levels = y.clone();
@@ -92,7 +92,7 @@ fn gauss_shared_weight_mixture_matches_the_reference() {
     let relax = edmips::plugins::Softmax::default();
     let q = edmips::Relaxation::weights(&relax, alpha.as_tensor(), &Default::default()).unwrap();
     assert_close("softmax", &host(&q), &f32s(&mix["softmax"]), 1e-7);
-    let y = Gauss.mix(wv.as_tensor(), Operand::Weight, &[1, 2, 3, 4], &q).unwrap();
+    let y = Gauss.mix(wv.as_tensor(), Operand::Weight, &[1, 2, 3, 4], &q, &[]).unwrap();
     let gt = Tensor::from_vec(g, shape.as_slice(), &dev).unwrap();
     let grads = y.mul(&gt).unwrap().sum_all().unwrap().backward().unwrap();
     assert_close("mixed_weight", &host(&y), &tensor(&mix["mixed_weight"]).1, 1e-7);
@@ -112,11 +112,11 @@ fn fused_mixtures_equal_the_composed_default() {
     let x: Vec<f32> = edmips::core::init::det_fill(5000, 3, 3.0);
     let probs = Tensor::new(&[0.2f32, 0.3, 0.5], &dev).unwrap();
     let xt = Tensor::from_vec(x, 5000, &dev).unwrap();
-    let fused = Hwgq.mix(&xt, Operand::Activation, &[2, 3, 4], &probs).unwrap();
-    let composed = edmips::core::compose_mixture(&Hwgq, &xt, Operand::Activation, &[2, 3, 4], &probs).unwrap();
+    let fused = Hwgq.mix(&xt, Operand::Activation, &[2, 3, 4], &probs, &[]).unwrap();
+    let composed = edmips::core::compose_mixture(&Hwgq, &xt, Operand::Activation, &[2, 3, 4], &probs, &[]).unwrap();
     assert_close("hwgq fused vs composed", &host(&fused), &host(&composed), 1e-6);
     let probs = Tensor::new(&[0.1f32, 0.2, 0.3, 0.4], &dev).unwrap();
-    let fused = Gauss.mix(&xt, Operand::Weight, &[1, 2, 3, 4], &probs).unwrap();
-    let composed = edmips::core::compose_mixture(&Gauss, &xt, Operand::Weight, &[1, 2, 3, 4], &probs).unwrap();
+    let fused = Gauss.mix(&xt, Operand::Weight, &[1, 2, 3, 4], &probs, &[]).unwrap();
+    let composed = edmips::core::compose_mixture(&Gauss, &xt, Operand::Weight, &[1, 2, 3, 4], &probs, &[]).unwrap();
     assert_close("gauss fused vs composed", &host(&fused), &host(&composed), 1e-6);
 }

@@ -78,7 +78,7 @@ fn forward_and_backward_match_the_reference_first_step() {
     }
     let ce = cross_entropy(&f.logits, &targets);
     assert_rel("ce", ce.to_scalar::<f32>().unwrap() as f64, step["ce"].as_f64().unwrap(), 1e-5);
-    let complexity = BitOps.complexity(net.searchable_layers(), &f.dists).unwrap();
+    let complexity = BitOps::default().complexity(net.searchable_layers(), &f.dists).unwrap();
     assert_rel(
         "complexity",
         complexity.to_scalar::<f32>().unwrap() as f64,

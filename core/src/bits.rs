@@ -124,7 +124,13 @@ mod tests {
         fn check(&self, _: Operand, _: u32) -> Result<()> {
             Ok(())
         }
-        fn quantize(&self, x: &candle_core::Tensor, _: Operand, _: u32) -> Result<candle_core::Tensor> {
+        fn quantize(
+            &self,
+            x: &candle_core::Tensor,
+            _: Operand,
+            _: u32,
+            _: &[candle_core::Tensor],
+        ) -> Result<candle_core::Tensor> {
             Ok(x.clone())
         }
     }

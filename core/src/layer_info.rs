@@ -8,13 +8,17 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Kind of a quantizable layer. EdMIPS quantizes convolutions only (the stem and the
-/// classifier stay full precision); the enum leaves room for other kinds a backbone may add.
+/// Kind of a layer. EdMIPS quantizes convolutions only (the stem and the classifier stay full
+/// precision, and are described by [`Graph::fixed_layers`](crate::graph::Graph::fixed_layers)
+/// for costs that count them); the enum leaves room for other kinds a backbone may add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LayerKind {
     /// A 2-D convolution.
     Conv2d,
+    /// A fully connected layer (the classifier), described as a 1×1 convolution on a 1×1
+    /// map: `in_channels` input features, `out_channels` outputs.
+    Linear,
 }
 
 /// Static description of one quantizable layer.

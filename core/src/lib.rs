@@ -16,6 +16,10 @@
 //!   `Σ_i p_i · Q_{b_i}(x)` runs in one pass forward and one pass backward (dx and dp), with a
 //!   multi-threaded CPU kernel and a CUDA kernel compiled at run time with NVRTC. A quantizer
 //!   only writes its per-element function (in Rust, and in CUDA C for the GPU) to get it.
+//! * **Quantizers may learn** (LSQ's step, PACT's clip): a quantizer declares its parameters
+//!   ([`QuantParam`]); the network owns them per layer and bit width, named like every other
+//!   tensor, in their own optimiser group ([`param_store::ParamGroup::Quant`]), initialised from
+//!   the first batch where the method asks ([`layers::LearnedState`], decisions.md F1).
 //! * **Networks are declared, not hand-wired** ([`graph`]): a backbone declares its layers on a
 //!   shape-inferring [`graph::NetBuilder`]. Its `quant_conv` calls become mixed (search),
 //!   fixed-bit (retrain) or full-precision convolutions ([`layers`]), and their
@@ -26,7 +30,7 @@
 //! The reference semantics (quantizer constants, rounding, straight-through rules, BitOps
 //! units) are documented where they are implemented, citing `docs/decisions.md` at the
 //! repository root by id: D1-D21 are the decisions that pin edmips to the EdMIPS reference,
-//! R1-R18 the reference facts the code relies on (layer layouts, loops, data). A bare `Dn` in
+//! F1-F5 those about what goes beyond it, R1-R18 the reference facts the code relies on (layer layouts, loops, data). A bare `Dn` in
 //! a comment is `decisions.md Dn`.
 
 #![warn(missing_docs)]
@@ -53,7 +57,7 @@ pub use model_config::{FixedBits, ModelConfig, QuantMode};
 pub use plugin_params::{defaults_of, parse_params, Params, PluginSpec, Table};
 pub use traits::backbone::{Backbone, InputSpec};
 pub use traits::cost::{BitDistribution, ComplexityCost, CostSummary, LayerBits, Metric};
-pub use traits::quantizer::{compose_mixture, Operand, Quantizer};
+pub use traits::quantizer::{compose_mixture, learned_param_name, operand_prefix, Operand, QuantParam, Quantizer};
 pub use traits::relaxation::{argmax_first, RelaxContext, Relaxation};
 
 #[doc(hidden)]

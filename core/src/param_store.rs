@@ -16,6 +16,9 @@ pub enum ParamGroup {
     Weight,
     /// Architecture logits (the reference's `alpha_*`): the `lra` optimiser.
     Arch,
+    /// Learnable quantizer parameters (LSQ steps, PACT clips): the `quant` optimiser, with its
+    /// own learning rate and weight decay (`train.quant_lr`, `train.quant_weight_decay`).
+    Quant,
     /// Non-trainable state saved with the model (BN running statistics).
     Buffer,
 }

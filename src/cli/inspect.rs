@@ -15,7 +15,7 @@ use clap::Args;
 use edmips_core::arch_file::load_arch_file_checked;
 use edmips_core::candle::{Device, Tensor};
 use edmips_core::graph::{declare_graph, resolve_mode, LayerMode};
-use edmips_core::{registry, BitDistribution, LayerInfo, PluginSpec, RelaxContext};
+use edmips_core::{learned_param_name, registry, BitDistribution, LayerInfo, Operand, PluginSpec, RelaxContext};
 use edmips_core::{CostSummary, FixedBits, LayerBits, QuantMode, FULL_PRECISION_BITS};
 use serde_json::{json, Value};
 
@@ -46,7 +46,6 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let cfg = registry::build_config(&PluginSpec::new(&args.arch))?;
     let graph = declare_graph(&cfg)?;
     let layers = graph.searchable_layers();
-    let cost = registry::build_cost(&cfg.cost)?;
 
     let arch = match (&cfg.mode, &args.ac) {
         (QuantMode::Fixed { bits: FixedBits::ArchFile }, Some(path)) => {
@@ -57,6 +56,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         _ => None,
     };
     let mode = resolve_mode(&cfg, &args.arch, layers, arch.as_deref())?;
+    let cost = edmips_core::graph::build_cost(&cfg, &graph, &mode)?;
     let (fixed, totals) = match &mode {
         LayerMode::Search { wbits, abits } => {
             let relax = registry::build_relaxation(&cfg.relaxation)?;
@@ -86,6 +86,8 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         }
     };
     let sp_total: f64 = layers.iter().map(|l| l.size_product() as f64).sum();
+    let learned = learned_names(&cfg, &mode, layers.len())?;
+    let learned_total: usize = learned.iter().map(Vec::len).sum();
 
     if args.json {
         let rows: Vec<Value> = layers
@@ -96,6 +98,9 @@ pub fn run(args: &InspectArgs) -> Result<()> {
                 if let Some(f) = &fixed {
                     r["wbit"] = json!(f[i].0);
                     r["abit"] = json!(f[i].1);
+                }
+                if !learned[i].is_empty() {
+                    r["learned"] = json!(learned[i]);
                 }
                 r
             })
@@ -157,6 +162,13 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     println!();
     println!("searchable layers: {}", layers.len());
     println!("sum size_product:  {sp_total:.3} M");
+    if let Some(i) = learned.iter().position(|l| !l.is_empty()) {
+        println!(
+            "learnable quantizer parameters (optimiser group `quant`): {learned_total} in all; layer `{}` has {}",
+            layers[i].name,
+            learned[i].join(", ")
+        );
+    }
     if let Some((e, loss)) = &totals.expected {
         if let Some((ea, ew)) = e.first() {
             println!("at the initial logits: E[abit] = {ea:.4}, E[wbit] = {ew:.4}");
@@ -169,6 +181,26 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     }
     println!("{}: {:.3}", totals.summary.headline.name, totals.summary.headline.value);
     Ok(())
+}
+
+/// The learnable quantizer parameters each layer will have (names without the layer prefix),
+/// as the network declares them ([`edmips_core::Quantizer::params`]).
+fn learned_names(cfg: &edmips_core::ModelConfig, mode: &LayerMode, n: usize) -> Result<Vec<Vec<String>>> {
+    let act = registry::build_quantizer(&cfg.act_quantizer)?;
+    let weight = registry::build_quantizer(&cfg.weight_quantizer)?;
+    Ok(edmips_core::graph::mode_bits(mode, n)
+        .into_iter()
+        .map(|(wbits, abits)| {
+            let names = |q: &dyn edmips_core::Quantizer, op: Operand, bits: &[u32]| -> Vec<String> {
+                bits.iter()
+                    .flat_map(|&b| q.params(op, b).into_iter().map(move |p| learned_param_name(op, &p.name, b)))
+                    .collect()
+            };
+            let mut v = names(act.as_ref(), Operand::Activation, &abits);
+            v.extend(names(weight.as_ref(), Operand::Weight, &wbits));
+            v
+        })
+        .collect())
 }
 
 fn layer_json(l: &LayerInfo) -> Value {

@@ -63,11 +63,14 @@ pub fn run(args: &ListArgs) -> Result<()> {
             };
             let mixture = match kind {
                 PluginKind::Quantizer => match registry::build_quantizer(&edmips_core::PluginSpec::new(&e.id)) {
-                    Ok(q) if q.has_fused_mix() => "  (fused mixture kernel, CPU + CUDA)",
-                    Ok(_) => "  (composed mixture)",
-                    Err(_) => "",
+                    Ok(q) => {
+                        let mix =
+                            if q.has_fused_mix() { "fused mixture kernel, CPU + CUDA" } else { "composed mixture" };
+                        format!("  ({mix}{})", learned_summary(q.as_ref()))
+                    }
+                    Err(_) => String::new(),
                 },
-                _ => "",
+                _ => String::new(),
             };
             println!("  {:width$}  {}{}{mixture}", e.id, e.summary, defaults);
             for p in &e.params {
@@ -81,4 +84,27 @@ pub fn run(args: &ListArgs) -> Result<()> {
 
 fn inline(t: &toml::Table) -> String {
     t.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `; learns step per layer and bit width (data-initialised)` for a learnable quantizer, from
+/// what it declares at 2 bits for each operand it supports; empty for a parameter-free one.
+fn learned_summary(q: &dyn edmips_core::Quantizer) -> String {
+    use edmips_core::Operand;
+    let mut names: Vec<String> = Vec::new();
+    for op in [Operand::Activation, Operand::Weight] {
+        if q.check(op, 2).is_err() {
+            continue;
+        }
+        for p in q.params(op, 2) {
+            let n = format!("{}{}", p.name, if p.data_init { " (initialised from data)" } else { "" });
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!("; learns {} per layer and bit width", names.join(", "))
+    }
 }

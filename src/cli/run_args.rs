@@ -51,6 +51,12 @@ pub struct RunArgs {
     /// Weight decay [default: 1e-4].
     #[arg(long = "wd", visible_alias = "weight-decay", allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
+    /// Learning rate of learnable quantizer parameters (LSQ steps, PACT clips) [default: --lr].
+    #[arg(long = "lrq", allow_negative_numbers = true)]
+    pub quant_lr: Option<f64>,
+    /// Weight decay of learnable quantizer parameters (PACT's L2 term) [default: --wd].
+    #[arg(long = "wdq", allow_negative_numbers = true)]
+    pub quant_weight_decay: Option<f64>,
     /// Data-loading threads [default: 4].
     #[arg(short = 'j', long = "workers")]
     pub workers: Option<usize>,
@@ -120,6 +126,12 @@ impl RunArgs {
         }
         set!(epochs => epochs, step_epoch => step_epoch, batch_size => batch_size, lr => lr, momentum => momentum,
              weight_decay => weight_decay, workers => workers, print_freq => print_freq, seed => seed);
+        if self.quant_lr.is_some() {
+            t.quant_lr = self.quant_lr;
+        }
+        if self.quant_weight_decay.is_some() {
+            t.quant_weight_decay = self.quant_weight_decay;
+        }
         if self.max_steps.is_some() {
             t.max_steps_per_epoch = self.max_steps;
         }

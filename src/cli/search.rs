@@ -77,7 +77,7 @@ pub fn run_search(args: &SearchArgs) -> Result<()> {
         } else if let Some(t) = &cfg.train.target {
             println!("budget: {} target {}: the argmax met it without repair", t.metric, t.value);
         }
-        let quant = retrain_config(&arch);
+        let quant = retrain_config(&arch, &cfg.model);
         let mut cmd = format!("edmips train -a {quant} --ac {}", out.join("arch.json").display());
         if let Some(d) = &cfg.data.path {
             cmd += &format!(" {}", d.display());
@@ -88,11 +88,34 @@ pub fn run_search(args: &SearchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `quant*_cfg` configuration that retrains a `mix*` search (`mixres18_w1234a234` ->
-/// `quantres18_cfg`).
-pub fn retrain_config(arch: &str) -> String {
-    match arch.strip_prefix("mix").and_then(|r| r.split_once('_')) {
-        Some((net, _)) => format!("quant{net}_cfg"),
-        None => format!("<the quant*_cfg configuration of {arch}>"),
+/// The registered configuration that retrains the architecture a search with model `model`
+/// finds: the one with the same backbone, classes and quantizers whose bits come from an
+/// architecture file (`mixres18_w1234a234` -> `quantres18_cfg`, `mixres20_lsq_w1234a234` ->
+/// `quantres20_lsq_cfg`). Without one, the `quant*_cfg` of the backbone with `--set` overrides
+/// for the quantizers.
+pub fn retrain_config(arch: &str, model: &edmips_core::ModelConfig) -> String {
+    use edmips_core::registry::{self, PluginKind};
+    use edmips_core::{FixedBits, PluginSpec, QuantMode};
+    let matches = |c: &edmips_core::ModelConfig| {
+        matches!(c.mode, QuantMode::Fixed { bits: FixedBits::ArchFile })
+            && c.backbone == model.backbone
+            && c.num_classes == model.num_classes
+            && c.act_quantizer == model.act_quantizer
+            && c.weight_quantizer == model.weight_quantizer
+    };
+    let ids: Vec<String> =
+        registry::list(PluginKind::Config).map(|l| l.into_iter().map(|e| e.id).collect()).unwrap_or_default();
+    let found = ids.iter().find(|id| registry::build_config(&PluginSpec::new(id.as_str())).is_ok_and(|c| matches(&c)));
+    if let Some(id) = found {
+        return id.clone();
     }
+    let base = match arch.strip_prefix("mix").and_then(|r| r.split_once('_')) {
+        Some((net, _)) => format!("quant{net}_cfg"),
+        None => return format!("<a configuration of {arch} with bits from an architecture file>"),
+    };
+    let mut s = base;
+    for (key, q) in [("act_quantizer", &model.act_quantizer), ("weight_quantizer", &model.weight_quantizer)] {
+        s += &format!(" --set model.{key}.id={}", q.id);
+    }
+    s
 }

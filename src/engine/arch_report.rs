@@ -1,6 +1,9 @@
 //! The architecture report printed after every search epoch and written to `arch.json`: per
-//! layer the mixing probabilities, the argmax bits and their BitOps; totals for the argmax and
-//! the expected architecture. `edmips train --ac arch.json` reads the argmax bits back.
+//! layer the mixing probabilities, the argmax bits and their BitOps (and the learnable
+//! quantizer parameters, when the quantizers have any); totals for the argmax and the expected
+//! architecture. `edmips train --ac arch.json` reads the argmax bits back.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +55,10 @@ pub struct LayerReport {
     /// Expected weight bits (search only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_wbit: Option<f64>,
+    /// The learnable quantizer parameters of the layer (LSQ steps, PACT clips), by name
+    /// without the layer prefix (`act_quant.step.b2`); empty for parameter-free quantizers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub learned: BTreeMap<String, Vec<f32>>,
 }
 
 /// The whole report.
@@ -82,6 +89,7 @@ impl ArchReport {
             edmips_core::graph::LayerMode::Search { .. } => net.distributions(&RelaxContext::default())?,
             _ => vec![],
         };
+        let learned = net.learned_values()?;
         let mut layers = Vec::with_capacity(infos.len());
         let mut expected = Vec::new();
         for (i, (info, &(wbit, abit))) in infos.iter().zip(&chosen).enumerate() {
@@ -104,6 +112,15 @@ impl ArchReport {
                 probs_weight: vec![],
                 expected_abit: None,
                 expected_wbit: None,
+                learned: learned
+                    .get(i)
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, v)| {
+                        let short = name.strip_prefix(&format!("{}.", info.name)).unwrap_or(name);
+                        (short.to_string(), v.clone())
+                    })
+                    .collect(),
             };
             if let Some((a, w)) = dists.get(i) {
                 r.probs_activ = a.probs.to_vec1()?;
@@ -170,6 +187,20 @@ impl ArchReport {
             (None, true) => "argmax",
             (None, false) => "fixed",
         };
+        if self.layers.iter().any(|l| !l.learned.is_empty()) {
+            s += "learned quantizer parameters:\n";
+            for l in self.layers.iter().filter(|l| !l.learned.is_empty()) {
+                let v: Vec<String> = l
+                    .learned
+                    .iter()
+                    .map(|(k, v)| match v.as_slice() {
+                        [x] => format!("{k}={x:.4}"),
+                        v => format!("{k}=[{} values]", v.len()),
+                    })
+                    .collect();
+                s += &format!("{:>3}  {:w$}  {}\n", l.index, l.name, v.join(" "));
+            }
+        }
         s += &line(chosen, &self.argmax);
         if let Some(e) = &self.expected {
             s += &line("expected", e);

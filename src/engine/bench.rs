@@ -60,10 +60,10 @@ impl StepRunner {
         let needs_arch = matches!(cfg.model.mode, QuantMode::Fixed { bits: FixedBits::ArchFile });
         let uniform = vec![(2u32, 2u32); graph.searchable_layers().len()];
         let net = build_network(&cfg.model, needs_arch.then_some(uniform.as_slice()), device, cfg.train.seed)?;
-        let cost = edmips_core::registry::build_cost(&cfg.model.cost)?;
+        let cost = edmips_core::graph::build_cost(&cfg.model, net.graph(), net.mode())?;
         let search = matches!(net.mode(), LayerMode::Search { .. });
-        let (weights, logits) = cfg.train.sgd_params();
-        let optim = Optimizers::new(&net, weights, search.then_some(logits));
+        let (weights, logits, quant) = cfg.train.sgd_params();
+        let optim = Optimizers::with_quant(&net, weights, search.then_some(logits), quant);
         let input = &graph.input;
         let x = Tensor::randn(0f32, 1.0, (batch, input.channels, input.size, input.size), device)?;
         let labels: Vec<u32> = (0..batch as u32).map(|i| i % cfg.model.num_classes as u32).collect();

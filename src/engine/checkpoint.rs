@@ -5,7 +5,7 @@
 //! complete.
 //!
 //! Tensor names: the network's parameter names as they are, and `optim.<group>.<name>` for the
-//! momentum buffers (`group` is `weight` or `arch`).
+//! momentum buffers (`group` is `weight`, `arch` or `quant`).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -31,6 +31,12 @@ pub struct TrainConfig {
     pub momentum: f64,
     /// Weight decay (both optimisers; the logits get it too, D10).
     pub weight_decay: f64,
+    /// Learning rate of the learnable quantizer parameters (LSQ steps, PACT clips; `--lrq`);
+    /// `None` = `lr`. Follows the same step schedule.
+    pub quant_lr: Option<f64>,
+    /// Weight decay of the learnable quantizer parameters (`--wdq`; PACT's L2 term on its
+    /// clip); `None` = `weight_decay`.
+    pub quant_weight_decay: Option<f64>,
     /// Weight of the complexity term in the search loss (`--cd`).
     pub complexity_decay: f64,
     /// Data-loading threads.
@@ -59,6 +65,8 @@ impl Default for TrainConfig {
             lra: 0.01,
             momentum: 0.9,
             weight_decay: 1e-4,
+            quant_lr: None,
+            quant_weight_decay: None,
             complexity_decay: 0.0,
             workers: 4,
             print_freq: 100,
@@ -81,11 +89,25 @@ impl TrainConfig {
         self.lra * self.decay(epoch)
     }
 
-    /// The SGD settings of the two optimiser groups: weights (`lr`) and architecture logits
-    /// (`lra`), sharing momentum and weight decay (the logits get both too, decisions.md D10).
-    pub fn sgd_params(&self) -> (SgdParams, SgdParams) {
+    /// The learnable quantizer parameters' learning rate of `epoch`.
+    pub fn quant_lr_at(&self, epoch: usize) -> f64 {
+        self.quant_lr.unwrap_or(self.lr) * self.decay(epoch)
+    }
+
+    /// The SGD settings of the optimiser groups: weights (`lr`), architecture logits (`lra`),
+    /// sharing momentum and weight decay (the logits get both too, decisions.md D10), and the
+    /// learnable quantizer parameters (`quant_lr`, `quant_weight_decay`, the same momentum).
+    pub fn sgd_params(&self) -> (SgdParams, SgdParams, SgdParams) {
         let (momentum, weight_decay) = (self.momentum, self.weight_decay);
-        (SgdParams { lr: self.lr, momentum, weight_decay }, SgdParams { lr: self.lra, momentum, weight_decay })
+        (
+            SgdParams { lr: self.lr, momentum, weight_decay },
+            SgdParams { lr: self.lra, momentum, weight_decay },
+            SgdParams {
+                lr: self.quant_lr.unwrap_or(self.lr),
+                momentum,
+                weight_decay: self.quant_weight_decay.unwrap_or(weight_decay),
+            },
+        )
     }
 
     fn decay(&self, epoch: usize) -> f64 {
@@ -110,9 +132,14 @@ impl TrainConfig {
                 return bad(k, "must be at least 1 when given (0 would make the run empty)");
             }
         }
-        for (k, v) in
-            [("lr", self.lr), ("lra", self.lra), ("momentum", self.momentum), ("weight_decay", self.weight_decay)]
-        {
+        for (k, v) in [
+            ("lr", self.lr),
+            ("lra", self.lra),
+            ("momentum", self.momentum),
+            ("weight_decay", self.weight_decay),
+            ("quant_lr", self.quant_lr.unwrap_or(0.0)),
+            ("quant_weight_decay", self.quant_weight_decay.unwrap_or(0.0)),
+        ] {
             if !(v.is_finite() && v >= 0.0) {
                 return bad(k, &format!("must be a non-negative number, found {v}"));
             }
@@ -143,6 +170,8 @@ fn flag_of(key: &str) -> Option<&'static str> {
         "lra" => "--lra",
         "momentum" => "--momentum",
         "weight_decay" => "--wd",
+        "quant_lr" => "--lrq",
+        "quant_weight_decay" => "--wdq",
         "complexity_decay" => "--cd",
         "workers" => "-j",
         "print_freq" => "-p",

@@ -2,8 +2,9 @@
 //! search), backward and both optimiser updates. The trainer, the step bench and the golden
 //! step tests all call [`train_step`], so the tests check the engine itself.
 //!
-//! * [`Optimizers`]: the two SGD groups of a run (weights with `lr`; the architecture logits
-//!   with `lra`, search only), built from a network's parameter groups by [`Optimizers::new`].
+//! * [`Optimizers`]: the SGD groups of a run (weights with `lr`; the architecture logits
+//!   with `lra`, search only; learnable quantizer parameters with `quant_lr`, when the
+//!   quantizers have any), built from a network's parameter groups by [`Optimizers::new`].
 //! * [`step_loss`]: forward and loss, no update (what validation-style checks and the last
 //!   golden step need).
 //! * [`apply_update`]: backward, a finiteness check of the loss (a non-finite loss is an
@@ -43,21 +44,55 @@ pub fn param_group(net: &Network, group: ParamGroup) -> Vec<(String, Var)> {
     net.params().group(group).into_iter().map(|p| (p.name.clone(), p.var.clone())).collect()
 }
 
-/// The optimisers of a run: weights always, architecture logits in a search.
+/// The optimisers of a run: weights always, architecture logits in a search, and the
+/// learnable quantizer parameters when the quantizers have any.
 #[derive(Debug)]
 pub struct Optimizers {
     /// Network weights (conv, batch norm affine, classifier).
     pub weights: Sgd,
     /// Architecture logits (the `lra` group); `None` in a retrain.
     pub logits: Option<Sgd>,
+    /// Learnable quantizer parameters (the `quant` group: LSQ steps, PACT clips); `None` when
+    /// the network has none.
+    pub quant: Option<Sgd>,
 }
 
 impl Optimizers {
-    /// SGD over `net`'s weights with `weights`, and over its architecture logits with `logits`
-    /// when given (a search).
+    /// SGD over `net`'s weights with `weights`, over its architecture logits with `logits`
+    /// when given (a search), and over its learnable quantizer parameters with `weights`'
+    /// settings.
     pub fn new(net: &Network, weights: SgdParams, logits: Option<SgdParams>) -> Self {
+        Self::with_quant(net, weights, logits, weights)
+    }
+
+    /// As [`new`](Self::new), with the quantizer parameters' own settings `quant`.
+    pub fn with_quant(net: &Network, weights: SgdParams, logits: Option<SgdParams>, quant: SgdParams) -> Self {
         let sgd = |g: ParamGroup, p: SgdParams| Sgd::new(param_group(net, g), p.lr, p.momentum, p.weight_decay);
-        Optimizers { weights: sgd(ParamGroup::Weight, weights), logits: logits.map(|a| sgd(ParamGroup::Arch, a)) }
+        let has_quant = !net.params().group(ParamGroup::Quant).is_empty();
+        Optimizers {
+            weights: sgd(ParamGroup::Weight, weights),
+            logits: logits.map(|a| sgd(ParamGroup::Arch, a)),
+            quant: has_quant.then(|| sgd(ParamGroup::Quant, quant)),
+        }
+    }
+
+    /// The optimisers with their checkpoint names: `weight`, `arch` (a search) and `quant`
+    /// (learnable quantizers).
+    pub fn named(&self) -> Vec<(&'static str, &Sgd)> {
+        let mut v = vec![("weight", &self.weights)];
+        v.extend(self.logits.as_ref().map(|a| ("arch", a)));
+        v.extend(self.quant.as_ref().map(|q| ("quant", q)));
+        v
+    }
+
+    /// The optimiser called `name` (see [`named`](Self::named)), if the run has it.
+    pub fn by_name_mut(&mut self, name: &str) -> Option<&mut Sgd> {
+        match name {
+            "weight" => Some(&mut self.weights),
+            "arch" => self.logits.as_mut(),
+            "quant" => self.quant.as_mut(),
+            _ => None,
+        }
     }
 
     /// The logits' learning rate (0 without architecture logits).
@@ -162,6 +197,9 @@ pub fn apply_update(s: StepLoss, optim: &mut Optimizers) -> Result<StepOutcome> 
     optim.weights.step(&grads)?;
     if let Some(a) = optim.logits.as_mut() {
         a.step(&grads)?;
+    }
+    if let Some(q) = optim.quant.as_mut() {
+        q.step(&grads)?;
     }
     drop(grads);
     Ok(StepOutcome { logits: s.fwd.logits, ce, complexity, loss, top1_hits: h1 as usize, top5_hits: h5 as usize })

@@ -263,9 +263,9 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
     }
 
     let net = build_run_network(&cfg, opts.arch_file.as_deref(), &opts.device)?;
-    let cost = edmips_core::registry::build_cost(&cfg.model.cost)?;
-    let (weights, logits) = cfg.train.sgd_params();
-    let mut optim = Optimizers::new(&net, weights, (kind == RunKind::Search).then_some(logits));
+    let cost = edmips_core::graph::build_cost(&cfg.model, net.graph(), net.mode())?;
+    let (weights, logits, quant) = cfg.train.sgd_params();
+    let mut optim = Optimizers::with_quant(&net, weights, (kind == RunKind::Search).then_some(logits), quant);
     let bits = if matches!(net.mode(), LayerMode::Search { .. }) { None } else { Some(net.chosen_bits()?) };
     let identity = data_identity(&data);
     let mut state = RunState {
@@ -316,10 +316,13 @@ pub fn run(kind: RunKind, mut cfg: RunConfig, opts: RunOptions) -> Result<RunSum
             }
             p.var.set(&t.to_dtype(p.var.dtype())?)?;
         }
+        // The quantizers' `initialized` buffers were just overwritten.
+        net.reset_learned_caches();
         let mut m = ck.momentum;
-        optim.weights.set_buffers(m.remove("weight").unwrap_or_default());
-        if let Some(a) = optim.logits.as_mut() {
-            a.set_buffers(m.remove("arch").unwrap_or_default());
+        for name in ["weight", "arch", "quant"] {
+            if let Some(o) = optim.by_name_mut(name) {
+                o.set_buffers(m.remove(name).unwrap_or_default());
+            }
         }
         state = RunState { bits, data: Some(identity), ..ck.state };
     } else if let Some(e) = opts.start_epoch {
@@ -573,9 +576,8 @@ impl Trainer {
     fn save(&self, path: &Path) -> Result<()> {
         let tensors: Vec<(String, Tensor)> =
             self.net.params().iter().map(|p| (p.name.clone(), p.var.as_tensor().clone())).collect();
-        let empty = HashMap::new();
-        let logits = self.optim.logits.as_ref().map(|a| a.buffers()).unwrap_or(&empty);
-        let momentum = [("weight", self.optim.weights.buffers()), ("arch", logits)];
+        let momentum: Vec<(&str, &HashMap<String, Tensor>)> =
+            self.optim.named().into_iter().map(|(n, o)| (n, o.buffers())).collect();
         checkpoint::save(path, &self.state, &self.cfg, &tensors, &momentum)
     }
 
@@ -592,6 +594,9 @@ impl Trainer {
         self.optim.weights.lr = t.lr_at(epoch);
         if let Some(a) = self.optim.logits.as_mut() {
             a.lr = t.lra_at(epoch);
+        }
+        if let Some(q) = self.optim.quant.as_mut() {
+            q.lr = t.quant_lr_at(epoch);
         }
         // The loader counts `max_batches` from `start_batch`: pass what is left of the epoch's cap.
         let left = t.max_steps_per_epoch.map(|m| m.saturating_sub(self.state.step_in_epoch));

@@ -96,7 +96,7 @@ pub fn diff(a: &StepResult, b: &StepResult) -> Diff {
         let e = max_abs(pa, pb);
         let slot = match group {
             ParamGroup::Arch => &mut d.alphas,
-            ParamGroup::Weight => &mut d.weights,
+            ParamGroup::Weight | ParamGroup::Quant => &mut d.weights,
             ParamGroup::Buffer => &mut d.buffers,
         };
         *slot = slot.max(e);

@@ -7,10 +7,12 @@ use candle_core::Device;
 
 use super::builder::{Graph, NetBuilder};
 use super::network::{LayerMode, Network, NetworkSetup};
+use crate::bits::FULL_PRECISION_BITS;
 use crate::error::{Error, Result};
 use crate::layer_info::LayerInfo;
 use crate::model_config::{FixedBits, ModelConfig, QuantMode};
 use crate::registry;
+use crate::traits::ComplexityCost;
 
 /// Declares the configuration's backbone (from the registry) for its number of classes.
 pub fn declare_graph(cfg: &ModelConfig) -> Result<Graph> {
@@ -88,4 +90,26 @@ pub fn build_network(cfg: &ModelConfig, arch: Option<&[(u32, u32)]>, device: &De
         relaxation: Arc::from(registry::build_relaxation(&cfg.relaxation)?),
     };
     Network::new(graph, setup, device, seed)
+}
+
+/// The `(weight, activation)` bit widths each searchable layer may use in `mode`: the
+/// candidates in a search, the one fixed pair otherwise (what [`ComplexityCost::validate`]
+/// checks).
+pub fn mode_bits(mode: &LayerMode, layers: usize) -> Vec<(Vec<u32>, Vec<u32>)> {
+    match mode {
+        LayerMode::Search { wbits, abits } => vec![(wbits.clone(), abits.clone()); layers],
+        LayerMode::Fixed(bits) => bits.iter().map(|&(w, a)| (vec![w], vec![a])).collect(),
+        LayerMode::FullPrecision => vec![(vec![FULL_PRECISION_BITS], vec![FULL_PRECISION_BITS]); layers],
+    }
+}
+
+/// Builds the configuration's cost for `graph` in `mode`: looks it up in the registry, tells
+/// it the full-precision layers ([`ComplexityCost::set_fixed_layers`]) and checks it can price
+/// every layer at every bit width the mode uses ([`ComplexityCost::validate`]).
+pub fn build_cost(cfg: &ModelConfig, graph: &Graph, mode: &LayerMode) -> Result<Box<dyn ComplexityCost>> {
+    let mut cost = registry::build_cost(&cfg.cost)?;
+    cost.set_fixed_layers(&graph.fixed_layers());
+    let layers = graph.searchable_layers();
+    cost.validate(layers, &mode_bits(mode, layers.len()))?;
+    Ok(cost)
 }

@@ -194,6 +194,46 @@ impl Graph {
     pub fn searchable_layers(&self) -> &[LayerInfo] {
         &self.searchable
     }
+
+    /// The layers with weights that are not searched and stay full precision (EdMIPS: the stem
+    /// convolution and the classifier), in declaration order, described like the searchable
+    /// ones (`index` counts among these; a linear layer is a 1×1 convolution on a 1×1 map), so
+    /// a cost can count them ([`ComplexityCost::set_fixed_layers`](crate::ComplexityCost::set_fixed_layers)).
+    pub fn fixed_layers(&self) -> Vec<LayerInfo> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            let input = node.inputs.first().map(|&i| self.nodes[i].shape).unwrap_or((0, 0, 0));
+            let info = match &node.op {
+                NodeOp::Conv { name, kernel, stride, pad, .. } => LayerInfo {
+                    index: out.len(),
+                    name: name.clone(),
+                    kind: LayerKind::Conv2d,
+                    in_channels: input.0,
+                    out_channels: node.shape.0,
+                    kernel: *kernel,
+                    stride: (*stride, *stride),
+                    padding: pad.0,
+                    input_hw: (input.1, input.2),
+                    output_hw: (node.shape.1, node.shape.2),
+                },
+                NodeOp::Linear { name, in_features, .. } => LayerInfo {
+                    index: out.len(),
+                    name: name.clone(),
+                    kind: LayerKind::Linear,
+                    in_channels: *in_features,
+                    out_channels: node.shape.0,
+                    kernel: (1, 1),
+                    stride: (1, 1),
+                    padding: [0; 4],
+                    input_hw: (1, 1),
+                    output_hw: (1, 1),
+                },
+                _ => continue,
+            };
+            out.push(info);
+        }
+        out
+    }
 }
 
 /// Shape-inferring builder that backbones declare their networks on.

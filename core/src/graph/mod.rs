@@ -4,12 +4,15 @@
 //! A [`Graph`] is a list of nodes in declaration (= topological) order, each with its output
 //! shape, plus the [`LayerInfo`](crate::LayerInfo) of every searchable convolution. It holds no
 //! tensors: [`Network`] turns it into parameters and a runnable forward pass for search,
-//! retrain or full precision, and [`build_network`] does so from a configuration.
+//! retrain or full precision, and [`build_network`] does so from a configuration
+//! ([`build_cost`] builds its cost, told the full-precision layers and checked against the
+//! mode's bit widths).
 //!
 //! [`Network`] parameters (state-dict keys) are created in node declaration order: a
 //! full-precision conv has `<name>.weight`; a quantizable conv has, in search mode,
 //! `<name>.alpha_activ` and `<name>.alpha_weight` (group Arch, the relaxation's initial logits)
-//! then `<name>.weight`, otherwise `<name>.weight` only; a batch norm has `<name>.weight` = 1 and
+//! then `<name>.weight`, otherwise `<name>.weight` only, then the learnable parameters of a
+//! learnable quantizer (`<name>.act_quant.step.b2`, group Quant); a batch norm has `<name>.weight` = 1 and
 //! `<name>.bias` = 0 when affine, and the buffers `<name>.running_mean` = 0 and
 //! `<name>.running_var` = 1; a linear layer has `<name>.weight` `[out, in]` and `<name>.bias`.
 //! Initialisation (decision D18) draws from one seeded `Rng` in declaration order. Search mode
@@ -22,6 +25,6 @@ mod build;
 mod builder;
 mod network;
 
-pub use build::{build_network, declare_graph, resolve_mode};
+pub use build::{build_cost, build_network, declare_graph, mode_bits, resolve_mode};
 pub use builder::{BnOpts, Graph, InitScheme, NetBuilder, Node, NodeId, NodeOp, Pad, PoolOpts};
-pub use network::{Forward, LayerMode, Network, NetworkSetup};
+pub use network::{Forward, LayerMode, LearnedValues, Network, NetworkSetup};

@@ -6,6 +6,9 @@
 //!   * quantizable conv: in search mode `<name>.alpha_activ` and `<name>.alpha_weight` (group
 //!     [`Arch`](ParamGroup::Arch), initialised with [`Relaxation::init_logits`]) then
 //!     `<name>.weight` (the reference's registration order); otherwise `<name>.weight` only;
+//!     then the learnable parameters of a learnable activation quantizer and weight quantizer,
+//!     per candidate bit width (`<name>.act_quant.step.b2`, group [`Quant`](ParamGroup::Quant),
+//!     [`LearnedState`]); parameter-free quantizers add nothing;
 //!   * batch norm: `<name>.weight` = 1 and `<name>.bias` = 0 (when affine, group
 //!     [`Weight`](ParamGroup::Weight)), `<name>.running_mean` = 0 and `<name>.running_var` = 1
 //!     (group [`Buffer`](ParamGroup::Buffer));
@@ -30,12 +33,15 @@ use crate::bits::{check_candidates, check_layer_bits, FULL_PRECISION_BITS};
 use crate::error::{Error, Result};
 use crate::init::{he_fan_out, linear_default, trunc_normal, Rng};
 use crate::layer_info::LayerInfo;
-use crate::layers::{Conv, FixedConv, MixedConv};
+use crate::layers::{Conv, FixedConv, LearnedState, MixedConv};
 use crate::ops::avg_pool::avg_pool2d;
 use crate::ops::batch_norm::{batch_norm_eval, batch_norm_train, BatchNormParams};
 use crate::ops::max_pool::max_pool2d;
 use crate::param_store::{ParamGroup, ParamStore};
 use crate::traits::{BitDistribution, Operand, Quantizer, RelaxContext, Relaxation};
+
+/// One layer's learnable quantizer parameters: full name and host values, in declaration order.
+pub type LearnedValues = Vec<(String, Vec<f32>)>;
 
 /// How the quantizable convolutions of a network are built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,16 +222,30 @@ impl Network {
                     let w = conv_init(&mut rng, *init, out, kh, kw, n);
                     let w = Tensor::from_vec(w, (out, info.in_channels, kh, kw), device)?;
                     let weight = params.add(format!("{name}.weight"), w, ParamGroup::Weight)?;
-                    let fixed = |wbit: u32, abit: u32| {
-                        Runtime::Fixed(Box::new(FixedConv {
-                            info: info.clone(),
-                            weight: weight.clone(),
-                            wbit,
-                            abit,
-                            act_quantizer: act_quantizer.clone(),
-                            weight_quantizer: weight_quantizer.clone(),
-                        }))
+                    // The quantizers' learnable parameters follow the weight (after the
+                    // reference's tensors, so their names and order are unchanged).
+                    let (wb, ab): (Vec<u32>, Vec<u32>) = match &mode {
+                        LayerMode::Search { wbits, abits } => (wbits.clone(), abits.clone()),
+                        LayerMode::Fixed(bits) => (vec![bits[*layer].0], vec![bits[*layer].1]),
+                        LayerMode::FullPrecision => (vec![FULL_PRECISION_BITS], vec![FULL_PRECISION_BITS]),
                     };
+                    let act_learned = LearnedState::declare(
+                        &mut params,
+                        &name,
+                        act_quantizer.as_ref(),
+                        Operand::Activation,
+                        &ab,
+                        device,
+                    )?;
+                    // A quantizer declares nothing at 32 bits (its full-precision form).
+                    let weight_learned = LearnedState::declare(
+                        &mut params,
+                        &name,
+                        weight_quantizer.as_ref(),
+                        Operand::Weight,
+                        &wb,
+                        device,
+                    )?;
                     match (&mode, alphas) {
                         (LayerMode::Search { wbits, abits }, Some((alpha_activ, alpha_weight))) => {
                             Runtime::Mixed(Box::new(MixedConv {
@@ -238,10 +258,20 @@ impl Network {
                                 act_quantizer: act_quantizer.clone(),
                                 weight_quantizer: weight_quantizer.clone(),
                                 relaxation: relaxation.clone(),
+                                act_learned,
+                                weight_learned,
                             }))
                         }
-                        (LayerMode::Fixed(bits), _) => fixed(bits[*layer].0, bits[*layer].1),
-                        _ => fixed(FULL_PRECISION_BITS, FULL_PRECISION_BITS),
+                        _ => Runtime::Fixed(Box::new(FixedConv {
+                            info: info.clone(),
+                            weight,
+                            wbit: wb[0],
+                            abit: ab[0],
+                            act_quantizer: act_quantizer.clone(),
+                            weight_quantizer: weight_quantizer.clone(),
+                            act_learned,
+                            weight_learned,
+                        })),
                     }
                 }
                 NodeOp::BatchNorm { name, opts } => {
@@ -414,6 +444,45 @@ impl Network {
     /// The searchable layers, in declaration order.
     pub fn searchable_layers(&self) -> &[LayerInfo] {
         &self.graph.searchable
+    }
+
+    /// The quantizers' learnable state `(activation, weight)` of every searchable layer, in
+    /// order (empty states for parameter-free quantizers).
+    pub fn learned_states(&self) -> Vec<(&LearnedState, &LearnedState)> {
+        self.layer_nodes
+            .iter()
+            .filter_map(|&n| match &self.runtime[n] {
+                Runtime::Mixed(m) => Some((&m.act_learned, &m.weight_learned)),
+                Runtime::Fixed(f) => Some((&f.act_learned, &f.weight_learned)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The learnable quantizer parameters of every searchable layer, in order: full name and
+    /// host values (for reports; reads the device).
+    pub fn learned_values(&self) -> Result<Vec<LearnedValues>> {
+        self.learned_states()
+            .into_iter()
+            .map(|(a, w)| {
+                a.params
+                    .iter()
+                    .chain(&w.params)
+                    .flatten()
+                    .map(|(name, v)| Ok((name.clone(), v.as_tensor().flatten_all()?.to_vec1::<f32>()?)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Forgets the host caches of the quantizers' `initialized` buffers; call after
+    /// overwriting parameters (loading a checkpoint), so data-dependent initialisation follows
+    /// the loaded buffers.
+    pub fn reset_learned_caches(&self) {
+        for (a, w) in self.learned_states() {
+            a.reset_cache();
+            w.reset_cache();
+        }
     }
 
     /// Every tensor by name, in declaration order.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use candle_core::{Tensor, Var};
 
+use super::learned::LearnedState;
 use crate::bits::{check_layer_bits, Precision};
 use crate::error::Result;
 use crate::layer_info::LayerInfo;
@@ -29,6 +30,10 @@ pub struct FixedConv {
     pub act_quantizer: Arc<dyn Quantizer>,
     /// Weight quantizer.
     pub weight_quantizer: Arc<dyn Quantizer>,
+    /// The activation quantizer's learnable parameters at `abit` (one set).
+    pub act_learned: LearnedState,
+    /// The weight quantizer's learnable parameters at `wbit` (one set; none at 32 bits).
+    pub weight_learned: LearnedState,
 }
 
 impl FixedConv {
@@ -40,12 +45,16 @@ impl FixedConv {
     /// Forward pass.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         super::check_input(&self.info, x)?;
-        let xq = self.act_quantizer.quantize(x, Operand::Activation, self.abit)?;
+        let aq = self.act_quantizer.as_ref();
+        self.act_learned.ensure_initialized(aq, x, Operand::Activation, &[self.abit])?;
+        let xq = aq.quantize(x, Operand::Activation, self.abit, &self.act_learned.tensors_of(0))?;
         let w = self.weight.as_tensor();
         let wq = if Precision::is_full(self.wbit) {
             w.clone()
         } else {
-            self.weight_quantizer.quantize(w, Operand::Weight, self.wbit)?
+            let wqz = self.weight_quantizer.as_ref();
+            self.weight_learned.ensure_initialized(wqz, w, Operand::Weight, &[self.wbit])?;
+            wqz.quantize(w, Operand::Weight, self.wbit, &self.weight_learned.tensors_of(0))?
         };
         conv2d(&xq, &wq, self.info.stride.0, self.info.padding)
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use candle_core::{Tensor, Var};
 
+use super::learned::LearnedState;
 use crate::bits::check_candidates;
 use crate::error::Result;
 use crate::layer_info::LayerInfo;
@@ -34,6 +35,10 @@ pub struct MixedConv {
     pub weight_quantizer: Arc<dyn Quantizer>,
     /// Relaxation turning logits into mixing weights.
     pub relaxation: Arc<dyn Relaxation>,
+    /// The activation quantizer's learnable parameters, one set per `abits` entry.
+    pub act_learned: LearnedState,
+    /// The weight quantizer's learnable parameters, one set per `wbits` entry.
+    pub weight_learned: LearnedState,
 }
 
 /// The output of a [`MixedConv`] forward pass, with the bit distributions it used (for the
@@ -76,12 +81,16 @@ impl MixedConv {
 
     /// The mixed activation `x̂` for input `x`.
     pub fn mixed_activation(&self, x: &Tensor, act: &BitDistribution) -> Result<Tensor> {
-        self.act_quantizer.mix(x, Operand::Activation, &act.bits, &act.probs)
+        let q = self.act_quantizer.as_ref();
+        self.act_learned.ensure_initialized(q, x, Operand::Activation, &act.bits)?;
+        q.mix(x, Operand::Activation, &act.bits, &act.probs, &self.act_learned.tensors())
     }
 
     /// The mixed weight `Ŵ`.
     pub fn mixed_weight(&self, weight: &BitDistribution) -> Result<Tensor> {
-        self.weight_quantizer.mix(self.weight.as_tensor(), Operand::Weight, &weight.bits, &weight.probs)
+        let (q, w) = (self.weight_quantizer.as_ref(), self.weight.as_tensor());
+        self.weight_learned.ensure_initialized(q, w, Operand::Weight, &weight.bits)?;
+        q.mix(w, Operand::Weight, &weight.bits, &weight.probs, &self.weight_learned.tensors())
     }
 
     /// Forward pass.

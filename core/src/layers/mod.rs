@@ -1,15 +1,18 @@
 //! Layers built from the plugins: the searchable [`MixedConv`] (decisions.md R4), the fixed-bit
-//! [`FixedConv`] (decisions.md R3) and the plain full-precision [`Conv`].
+//! [`FixedConv`] (decisions.md R3) and the plain full-precision [`Conv`], and the learnable
+//! quantizer parameters a quantized layer owns ([`LearnedState`]).
 //!
 //! Each layer checks its input against the [`LayerInfo`](crate::LayerInfo) the builder
 //! inferred, so a wrong input size is an error naming the layer, not a silent mismatch.
 
 mod conv;
 mod fixed_conv;
+mod learned;
 mod mixed_conv;
 
 pub use conv::Conv;
 pub use fixed_conv::FixedConv;
+pub use learned::LearnedState;
 pub use mixed_conv::{MixedConv, MixedOutput};
 
 use candle_core::Tensor;

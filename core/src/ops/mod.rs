@@ -3,6 +3,8 @@
 //!
 //! * [`mixture`]: the fused quantizer mixture `Σ_i p_i · Q_i(x)` (forward, and dx/dp backward).
 //! * [`conv`]: convolution with per-side padding.
+//! * [`round`]: round half to even, the straight-through round and LSQ's gradient scale, from
+//!   tensor ops (any device), for quantizers that learn parameters.
 //! * [`stats`]: detached statistics (the unbiased std of a weight tensor).
 //! * [`max_pool`], [`avg_pool`] (geometry and CUDA source in [`pool`]): pooling with padding,
 //!   ceil mode and `count_include_pad`, with backward for any kernel and stride.
@@ -26,6 +28,7 @@ pub mod kernels;
 pub mod max_pool;
 pub mod mixture;
 pub mod pool;
+pub mod round;
 pub mod stats;
 
 use candle_core::{CpuStorage, Layout};

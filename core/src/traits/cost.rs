@@ -5,26 +5,27 @@
 //! searchable layers and divided by the first layer's `size_product` (decision D3). Its summary
 //! gives BitOps, bita, bitw and the "normalised bit" `sqrt(BitOps / Σ size_product)`.
 //!
-//! # Example: a model-size cost
+//! # Example: a MAC-weighted weight-bit cost
 //!
 //! ```
 //! use edmips_core::candle::{Device, Tensor};
 //! use edmips_core::{BitDistribution, ComplexityCost, CostSummary, LayerBits, LayerInfo, Metric, Result};
 //!
-//! /// Weight memory in Mbit: param_size · E[wbits]; activations are free.
+//! /// Multiply-accumulates times weight bits (a bit-serial accelerator's cycles, in M):
+//! /// MACs · E[wbits]; activations are free.
 //! #[derive(Debug)]
-//! struct ModelSize;
-//! impl ComplexityCost for ModelSize {
-//!     fn id(&self) -> &str { "model_size" }
+//! struct SerialCycles;
+//! impl ComplexityCost for SerialCycles {
+//!     fn id(&self) -> &str { "serial_cycles" }
 //!     fn layer_cost(&self, l: &LayerInfo, _a: &BitDistribution, w: &BitDistribution) -> Result<Tensor> {
-//!         Ok((w.expected()? * l.param_size())?)
+//!         Ok((w.expected()? * (l.macs() as f64 * 1e-6))?)
 //!     }
 //!     fn normalizer(&self, _layers: &[LayerInfo]) -> f64 { 1.0 }
-//!     fn discrete_cost(&self, l: &LayerInfo, bits: LayerBits) -> f64 { l.param_size() * bits.wbit }
+//!     fn discrete_cost(&self, l: &LayerInfo, bits: LayerBits) -> f64 { l.macs() as f64 * 1e-6 * bits.wbit }
 //!     fn summarize(&self, layers: &[LayerInfo], bits: &[LayerBits]) -> CostSummary {
 //!         let total: f64 = layers.iter().zip(bits).map(|(l, b)| self.discrete_cost(l, *b)).sum();
-//!         let size = Metric::new("size", total, "Mbit");
-//!         CostSummary { headline: size.clone(), metrics: vec![size] }
+//!         let cycles = Metric::new("cycles", total, "M");
+//!         CostSummary { headline: cycles.clone(), metrics: vec![cycles] }
 //!     }
 //! }
 //! ```
@@ -107,6 +108,19 @@ impl CostSummary {
 pub trait ComplexityCost: Send + Sync + fmt::Debug {
     /// The registry id.
     fn id(&self) -> &str;
+
+    /// Tells the cost the network's layers outside the search (the full-precision stem and
+    /// classifier, [`Graph::fixed_layers`](crate::graph::Graph::fixed_layers)) once, before
+    /// it is used; a cost that counts them in its summary keeps them. Default: ignored.
+    fn set_fixed_layers(&mut self, _fixed: &[LayerInfo]) {}
+
+    /// Checks that the cost can price every layer at every bit width the run may use
+    /// (`bits[i]` = (weight candidates, activation candidates) of layer `i`: the search's
+    /// candidates, or the one fixed pair), so a missing entry fails before training, naming
+    /// what is missing. Default: every layer and bit width is priced.
+    fn validate(&self, _layers: &[LayerInfo], _bits: &[(Vec<u32>, Vec<u32>)]) -> Result<()> {
+        Ok(())
+    }
 
     /// Differentiable cost of one layer under relaxed activation and weight bit distributions.
     fn layer_cost(&self, layer: &LayerInfo, act: &BitDistribution, weight: &BitDistribution) -> Result<Tensor>;

@@ -8,5 +8,5 @@ pub mod relaxation;
 
 pub use backbone::{Backbone, InputSpec};
 pub use cost::{BitDistribution, ComplexityCost, CostSummary, LayerBits};
-pub use quantizer::{Operand, Quantizer};
+pub use quantizer::{Operand, QuantParam, Quantizer};
 pub use relaxation::{RelaxContext, Relaxation};

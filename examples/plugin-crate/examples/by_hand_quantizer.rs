@@ -44,6 +44,8 @@ fn main() -> Result<()> {
         act_quantizer: q,
         weight_quantizer: Arc::new(Gauss),
         relaxation: Arc::new(Softmax::default()),
+        act_learned: Default::default(),
+        weight_learned: Default::default(),
     };
     layer.validate()?;
     let x = Tensor::randn(0f32, 1.0, (2, 8, 12, 12), &dev)?;

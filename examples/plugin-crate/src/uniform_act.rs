@@ -71,11 +71,18 @@ impl Quantizer for UniformAct {
             })
         }
     }
-    fn quantize(&self, x: &Tensor, operand: Operand, bits: u32) -> Result<Tensor> {
+    fn quantize(&self, x: &Tensor, operand: Operand, bits: u32, _learned: &[Tensor]) -> Result<Tensor> {
         self.check(operand, bits)?;
         mixture::<UniformElement>(x, &Tensor::ones(1, x.dtype(), x.device())?, &self.params(&[bits], x.device())?)
     }
-    fn mix(&self, x: &Tensor, _operand: Operand, bits: &[u32], probs: &Tensor) -> Result<Tensor> {
+    fn mix(
+        &self,
+        x: &Tensor,
+        _operand: Operand,
+        bits: &[u32],
+        probs: &Tensor,
+        _learned: &[Vec<Tensor>],
+    ) -> Result<Tensor> {
         mixture::<UniformElement>(x, probs, &self.params(bits, x.device())?)
     }
     fn has_fused_mix(&self) -> bool {

@@ -78,13 +78,20 @@ impl Quantizer for Dorefa {
         }
     }
 
-    fn quantize(&self, x: &Tensor, operand: Operand, bits: u32) -> Result<Tensor> {
+    fn quantize(&self, x: &Tensor, operand: Operand, bits: u32, _learned: &[Tensor]) -> Result<Tensor> {
         self.check(operand, bits)?;
         let one = Tensor::ones(1, DType::F32, x.device())?;
         mixture::<DorefaElement>(&Self::normalise(x)?, &one, &self.params(&[bits], x)?)
     }
 
-    fn mix(&self, x: &Tensor, operand: Operand, bits: &[u32], probs: &Tensor) -> Result<Tensor> {
+    fn mix(
+        &self,
+        x: &Tensor,
+        operand: Operand,
+        bits: &[u32],
+        probs: &Tensor,
+        _learned: &[Vec<Tensor>],
+    ) -> Result<Tensor> {
         for &b in bits {
             self.check(operand, b)?;
         }
@@ -124,7 +131,7 @@ mod tests {
         let wv: Vec<f32> = (0..40).map(|i| ((i as f32) * 0.37).sin() * 0.8).collect();
         let w = Tensor::new(wv.as_slice(), &Device::Cpu).unwrap();
         for bits in [1, 2, 3, 4, 8] {
-            let y = Dorefa.quantize(&w, Operand::Weight, bits).unwrap().to_vec1::<f32>().unwrap();
+            let y = Dorefa.quantize(&w, Operand::Weight, bits, &[]).unwrap().to_vec1::<f32>().unwrap();
             let want = reference(&wv.iter().map(|&v| v as f64).collect::<Vec<_>>(), bits);
             for (a, b) in y.iter().zip(&want) {
                 assert!((*a as f64 - b).abs() < 1e-6, "{bits} bits: {a} vs {b}");
@@ -143,7 +150,7 @@ mod tests {
         let wv: Vec<f32> = vec![0.3, -0.7, 0.05, 0.9, -0.2];
         let w = Var::new(wv.as_slice(), &Device::Cpu).unwrap();
         let g = [0.5f32, -1.0, 2.0, 0.25, 1.5];
-        let y = Dorefa.quantize(w.as_tensor(), Operand::Weight, 3).unwrap();
+        let y = Dorefa.quantize(w.as_tensor(), Operand::Weight, 3, &[]).unwrap();
         let loss = y.mul(&Tensor::new(&g, &Device::Cpu).unwrap()).unwrap().sum_all().unwrap();
         let grad = loss.backward().unwrap().get(w.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
         let smooth = |x: &[f64]| -> f64 {

@@ -119,13 +119,20 @@ impl Quantizer for Gauss {
         }
     }
 
-    fn quantize(&self, x: &Tensor, operand: Operand, bits: u32) -> Result<Tensor> {
+    fn quantize(&self, x: &Tensor, operand: Operand, bits: u32, _learned: &[Tensor]) -> Result<Tensor> {
         self.check(operand, bits)?;
         mixture::<GaussElement>(x, &one(x.device())?, &Self::branch_params(&unbiased_std(x)?, &[bits])?)
     }
 
     /// Shared-weight mixture: σ is computed once and every branch's step scales it.
-    fn mix(&self, x: &Tensor, operand: Operand, bits: &[u32], probs: &Tensor) -> Result<Tensor> {
+    fn mix(
+        &self,
+        x: &Tensor,
+        operand: Operand,
+        bits: &[u32],
+        probs: &Tensor,
+        _learned: &[Vec<Tensor>],
+    ) -> Result<Tensor> {
         for &b in bits {
             self.check(operand, b)?;
         }
@@ -171,7 +178,7 @@ mod tests {
             assert!(e.contains("gauss") && e.contains("1-4 bits"), "{e}");
         }
         let x = Tensor::new(&[0.1f32, -0.2, 0.3], &Device::Cpu).unwrap();
-        assert!(Gauss.quantize(&x, Operand::Weight, 32).is_err());
-        assert!(Gauss.quantize(&x, Operand::Activation, 2).is_err());
+        assert!(Gauss.quantize(&x, Operand::Weight, 32, &[]).is_err());
+        assert!(Gauss.quantize(&x, Operand::Activation, 2, &[]).is_err());
     }
 }

@@ -104,12 +104,19 @@ impl Quantizer for Hwgq {
         }
     }
 
-    fn quantize(&self, x: &Tensor, operand: Operand, bits: u32) -> Result<Tensor> {
+    fn quantize(&self, x: &Tensor, operand: Operand, bits: u32, _learned: &[Tensor]) -> Result<Tensor> {
         self.check(operand, bits)?;
         mixture::<HwgqElement>(x, &one(x.device())?, &self.params(&[bits], x.device())?)
     }
 
-    fn mix(&self, x: &Tensor, operand: Operand, bits: &[u32], probs: &Tensor) -> Result<Tensor> {
+    fn mix(
+        &self,
+        x: &Tensor,
+        operand: Operand,
+        bits: &[u32],
+        probs: &Tensor,
+        _learned: &[Vec<Tensor>],
+    ) -> Result<Tensor> {
         for &b in bits {
             self.check(operand, b)?;
         }
