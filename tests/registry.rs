@@ -17,9 +17,9 @@ fn set(v: &[&str]) -> BTreeSet<String> {
 
 #[test]
 fn built_in_plugin_ids_are_exactly_these() {
-    assert_eq!(ids(PluginKind::Quantizer), set(&["dorefa", "gauss", "hwgq"]));
+    assert_eq!(ids(PluginKind::Quantizer), set(&["dorefa", "gauss", "hwgq", "lsq", "pact"]));
     assert_eq!(ids(PluginKind::Relaxation), set(&["gumbel", "softmax"]));
-    assert_eq!(ids(PluginKind::Cost), set(&["activation_memory", "bitops"]));
+    assert_eq!(ids(PluginKind::Cost), set(&["activation_memory", "bitops", "latency_lut", "size"]));
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn edmips_list_prints_ids_and_summaries_and_rejects_unknown_kinds() {
     }
     let out = Command::new(exe).args(["list", "--kind", "quantizer", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 3);
+    assert_eq!(v.as_array().unwrap().len(), 5);
     let out = Command::new(exe).args(["list", "--kind", "quantiser"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected one of quantizer"));
@@ -75,7 +75,16 @@ fn edmips_list_shows_each_typed_parameter_and_filters() {
     );
     let out = Command::new(exe).args(["list", "--kind", "quantizer"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.lines().all(|l| !l.starts_with("  ") || l.contains("fused mixture kernel")), "{text}");
+    // Every quantizer says whether it has a fused kernel or uses the composed mixture, and a
+    // learnable one says what it learns.
+    let entries: Vec<&str> = text.lines().filter(|l| l.starts_with("  ") && !l.starts_with("   ")).collect();
+    assert_eq!(entries.len(), 5, "{text}");
+    for l in &entries {
+        let fused = l.contains("(fused mixture kernel, CPU + CUDA)");
+        assert!(fused != l.contains("(composed mixture"), "{l}");
+        assert_eq!(l.contains("learns"), l.starts_with("  lsq") || l.starts_with("  pact"), "{l}");
+    }
+    assert!(text.contains("learns step (initialised from data)"), "{text}");
     let out = Command::new(exe).args(["list", "--kind", "relaxation", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let gumbel = v.as_array().unwrap().iter().find(|e| e["id"] == "gumbel").unwrap();

@@ -23,7 +23,7 @@ fn config(name: &str) -> edmips::ModelConfig {
 #[allow(clippy::type_complexity)]
 fn complexity(net: &Network) -> (f64, Vec<(Vec<f32>, Vec<f32>)>) {
     let dists = net.distributions(&RelaxContext::default()).unwrap();
-    let c = BitOps.complexity(net.searchable_layers(), &dists).unwrap();
+    let c = BitOps::default().complexity(net.searchable_layers(), &dists).unwrap();
     let grads = c.backward().unwrap();
     let g = net
         .searchable_layers()
@@ -107,7 +107,7 @@ fn check_network(file: &str, prefix: &str) {
     }
     let sp_total: f64 = layers.iter().map(|l| l.size_product() as f64).sum();
     assert_rel("size_product_total", sp_total, gold["size_product_total"].as_f64().unwrap(), 1e-9);
-    assert_eq!(BitOps.normalizer(layers), gold["complexity_normalizer"].as_f64().unwrap());
+    assert_eq!(BitOps::default().normalizer(layers), gold["complexity_normalizer"].as_f64().unwrap());
 
     // The search network at the default and random logits.
     let net = build_network(&mix, None, &Device::Cpu, 0).unwrap();
@@ -219,7 +219,7 @@ fn pretrained_configurations_reproduce_the_readme_bits() {
 fn every_named_configuration_resolves() {
     edmips::link_builtins();
     let names: Vec<String> = registry::configs().unwrap().iter().map(|e| e.id.to_string()).collect();
-    assert_eq!(names.len(), 25, "{names:?}");
+    assert_eq!(names.len(), 32, "{names:?}");
     for n in &names {
         let cfg = config(n);
         let g = declare_graph(&cfg).unwrap_or_else(|e| panic!("{n}: {e}"));

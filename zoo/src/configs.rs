@@ -266,6 +266,20 @@ fn with_weights(c: ModelConfig, id: &str) -> ModelConfig {
     ModelConfig { weight_quantizer: PluginSpec::new(id), ..c }
 }
 
+fn with_acts(c: ModelConfig, id: &str) -> ModelConfig {
+    ModelConfig { act_quantizer: PluginSpec::new(id), ..c }
+}
+
+/// LSQ for both operands (learned steps).
+fn lsq(c: ModelConfig) -> ModelConfig {
+    with_weights(with_acts(c, "lsq"), "lsq")
+}
+
+/// PACT activations with DoReFa weights (the PACT paper's pairing), searched with Gumbel-softmax.
+fn pact_gumbel(c: ModelConfig) -> ModelConfig {
+    with_relaxation(with_weights(with_acts(c, "pact"), "dorefa"), "gumbel")
+}
+
 fn fixed(backbone: &str, classes: usize, bits: FixedBits) -> ModelConfig {
     ModelConfig { num_classes: classes, ..ModelConfig::edmips(backbone, QuantMode::Fixed { bits }) }
 }
@@ -346,6 +360,37 @@ config!(
     "mixres18_dorefa_w1234a234",
     "search ResNet-18 with DoReFa weights (hwgq activations), w{1,2,3,4} a{2,3,4}",
     || { with_weights(search("resnet18", 1000), "dorefa") }
+);
+config!(
+    "mixres20_lsq_w1234a234",
+    "search CIFAR ResNet-20 with LSQ (learned steps) for weights and activations, w{1,2,3,4} a{2,3,4}",
+    || { lsq(search("resnet20", 10)) }
+);
+config!(
+    "mixres20_pact_gumbel_w1234a234",
+    "search CIFAR ResNet-20 with PACT activations, DoReFa weights and Gumbel-softmax, w{1,2,3,4} a{2,3,4}",
+    || { pact_gumbel(search("resnet20", 10)) }
+);
+config!(
+    "mixres18_lsq_w1234a234",
+    "search ResNet-18 with LSQ (learned steps) for weights and activations, w{1,2,3,4} a{2,3,4}",
+    || { lsq(search("resnet18", 1000)) }
+);
+config!(
+    "mixres18_pact_gumbel_w1234a234",
+    "search ResNet-18 with PACT activations, DoReFa weights and Gumbel-softmax, w{1,2,3,4} a{2,3,4}",
+    || { pact_gumbel(search("resnet18", 1000)) }
+);
+config!("quantres20_lsq_cfg", "CIFAR ResNet-20 with LSQ quantizers, bits from an architecture file (--ac)", || {
+    lsq(arch_file("resnet20", 10))
+});
+config!("quantres20_lsq_2w2a", "CIFAR ResNet-20 with LSQ quantizers, every layer w2/a2", || {
+    lsq(uniform("resnet20", 10))
+});
+config!(
+    "quantres20_pact_cfg",
+    "CIFAR ResNet-20 with PACT activations and DoReFa weights, bits from an architecture file (--ac)",
+    || { with_weights(with_acts(arch_file("resnet20", 10), "pact"), "dorefa") }
 );
 config!("quantres20_cfg", "CIFAR ResNet-20 (10 classes), bits from an architecture file (--ac)", || {
     arch_file("resnet20", 10)

@@ -1,4 +1,4 @@
-//! Using the `model_size` cost by hand: a differentiable search cost over two layers, its
+//! Using the `memory_traffic` cost by hand: a differentiable search cost over two layers, its
 //! gradient, and the summary of a discrete allocation.
 //!
 //! `cargo run --release -p edmips-example-plugins --example by_hand_cost`
@@ -25,7 +25,7 @@ fn conv(index: usize, cin: usize, cout: usize, hw: usize) -> LayerInfo {
 fn main() -> Result<()> {
     edmips::link_builtins();
     edmips_example_plugins::link();
-    let cost = registry::build_cost(&PluginSpec::new("model_size"))?;
+    let cost = registry::build_cost(&PluginSpec::new("memory_traffic"))?;
     let softmax = registry::build_relaxation(&PluginSpec::new("softmax"))?;
     let layers = vec![conv(0, 16, 32, 32), conv(1, 32, 64, 16)];
     let dev = Device::Cpu;
@@ -43,7 +43,7 @@ fn main() -> Result<()> {
     let c = cost.network_cost(&layers, &per_layer)?;
     let grads = c.backward()?;
     let g1 = grads.get(logits[1].as_tensor()).ok_or_else(|| Error::msg("no gradient"))?;
-    println!("relaxed {} = {:.5} of the 32-bit model", cost.id(), c.to_scalar::<f32>()?);
+    println!("relaxed {} = {:.5} of the 8-bit network", cost.id(), c.to_scalar::<f32>()?);
     println!("d cost / d weight-bit logits of conv1 = {:?}", g1.to_vec1::<f32>()?);
     let s = cost.summarize(&layers, &[LayerBits { wbit: 2.0, abit: 8.0 }, LayerBits { wbit: 4.0, abit: 8.0 }]);
     for m in &s.metrics {

@@ -17,18 +17,18 @@ fn the_command_line_sees_and_runs_the_crates_plugins() {
     let t = text(&o);
     assert!(o.status.success() && t.contains("uniform_act") && t.contains("hwgq"), "{t}");
     let o = run(&["list", "--kind", "cost"]);
-    assert!(text(&o).contains("model_size"));
+    assert!(text(&o).contains("memory_traffic"));
 
-    let o = run(&["inspect", "-a", "mixres20_uniform_size"]);
+    let o = run(&["inspect", "-a", "mixres20_uniform_traffic"]);
     let t = text(&o);
-    assert!(o.status.success() && t.contains("model_size") && t.contains("mean_wbit"), "{t}");
+    assert!(o.status.success() && t.contains("memory_traffic") && t.contains("traffic_kbit"), "{t}");
 
     let out = std::env::temp_dir().join(format!("edmips-example-search-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let o = run(&[
         "search",
         "-a",
-        "mixres20_uniform_size",
+        "mixres20_uniform_traffic",
         "--epochs",
         "1",
         "--max-steps",
@@ -43,9 +43,9 @@ fn the_command_line_sees_and_runs_the_crates_plugins() {
     let t = text(&o);
     assert!(o.status.success() && t.contains("search finished"), "{t}");
     let cfg = std::fs::read_to_string(out.join("config.resolved.toml")).unwrap();
-    assert!(cfg.contains("uniform_act") && cfg.contains("model_size"), "{cfg}");
+    assert!(cfg.contains("uniform_act") && cfg.contains("memory_traffic"), "{cfg}");
     let arch: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("arch.json")).unwrap()).unwrap();
-    assert_eq!(arch["argmax"]["headline"]["name"], "mean_wbit", "the plugin cost summarises the search");
+    assert_eq!(arch["argmax"]["headline"]["name"], "traffic_kbit", "the plugin cost summarises the search");
     std::fs::remove_dir_all(out).unwrap();
 }

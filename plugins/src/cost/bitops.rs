@@ -7,16 +7,51 @@
 //!   `Σ param_size·w` (M·bit), and the README's normalised bit `sqrt(BitOps / Σ sp)`.
 //!
 //! `size_product` uses the input size / stride² (D2), as [`LayerInfo`] computes it.
+//!
+//! **Full-precision layers** (`fixed_layers`): EdMIPS counts only the searchable layers
+//! (`"skip"`, the default, the reference's figures). HAWQ-V3's convention counts the stem and
+//! the classifier at 8-bit weights and activations (`"int8"`): the summary then adds
+//! `fixed_bitops` (`Σ sp·64` over those layers) and `total_bitops` (searchable plus fixed; for
+//! ResNet-18 at W4A4 about 34,800 MBitOps, i.e. ~34 GBitOps). The normalised bit and the
+//! differentiable cost stay over the searchable layers (the fixed layers are a constant the
+//! search cannot change).
 
 use edmips_core::candle::Tensor;
-use edmips_core::{BitDistribution, ComplexityCost, CostSummary, LayerBits, LayerInfo, Metric, Params, Result, Table};
+use edmips_core::{
+    parse_params, BitDistribution, ComplexityCost, CostSummary, LayerBits, LayerInfo, Metric, Result, Table,
+};
+use serde::{Deserialize, Serialize};
 
 /// The registry id.
 pub const ID: &str = "bitops";
 
-/// The BitOps cost (no parameters).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BitOps;
+/// How the full-precision layers (stem, classifier) enter the totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FixedLayers {
+    /// Not counted (EdMIPS).
+    #[default]
+    Skip,
+    /// Counted at 8-bit weights and activations (HAWQ-V3).
+    Int8,
+}
+
+edmips_core::plugin_params! {
+    /// The typed parameters of [`BitOps`].
+    pub struct BitOpsParams {
+        /// How the full-precision stem and classifier count: "skip" (EdMIPS) or "int8" (HAWQ-V3: W8A8, in total_bitops).
+        pub fixed_layers: FixedLayers = FixedLayers::Skip,
+    }
+}
+
+/// The BitOps cost. `BitOps::default()` is the EdMIPS cost.
+#[derive(Debug, Clone, Default)]
+pub struct BitOps {
+    /// Parameters.
+    pub params: BitOpsParams,
+    /// The network's full-precision layers ([`ComplexityCost::set_fixed_layers`]).
+    pub fixed: Vec<LayerInfo>,
+}
 
 /// Discrete totals of an allocation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,6 +101,10 @@ impl ComplexityCost for BitOps {
         ID
     }
 
+    fn set_fixed_layers(&mut self, fixed: &[LayerInfo]) {
+        self.fixed = fixed.to_vec();
+    }
+
     fn layer_cost(&self, layer: &LayerInfo, act: &BitDistribution, weight: &BitDistribution) -> Result<Tensor> {
         let ea = act.expected()?;
         let ew = weight.expected()?;
@@ -82,7 +121,7 @@ impl ComplexityCost for BitOps {
 
     fn summarize(&self, layers: &[LayerInfo], bits: &[LayerBits]) -> CostSummary {
         let t = Self::totals(layers, bits);
-        CostSummary {
+        let mut summary = CostSummary {
             headline: Metric::new("bit", t.normalized_bit(), "bit"),
             metrics: vec![
                 Metric::new("bitops", t.bitops, "MBitOps"),
@@ -93,17 +132,24 @@ impl ComplexityCost for BitOps {
                 Metric::new("mean_wbit", t.bitw / t.param_size, "bit"),
                 Metric::new("size_product", t.size_product, "M"),
             ],
+        };
+        if self.params.fixed_layers == FixedLayers::Int8 {
+            let fixed: f64 = self.fixed.iter().map(|l| l.size_product() as f64 * 64.0).sum();
+            summary.metrics.push(Metric::new("fixed_bitops", fixed, "MBitOps"));
+            summary.metrics.push(Metric::new("total_bitops", t.bitops + fixed, "MBitOps"));
         }
+        summary
     }
 }
 
 fn build(params: &Table) -> Result<Box<dyn ComplexityCost>> {
-    Params::new(ID, params).deny_unknown(&[])?;
-    Ok(Box::new(BitOps))
+    let params: BitOpsParams = parse_params(ID, params)?;
+    Ok(Box::new(BitOps { params, fixed: Vec::new() }))
 }
 
 edmips_core::register_cost! {
     id: ID,
-    summary: "EdMIPS BitOps: size_product x E[abit] x E[wbit], normalised by the first layer; bit = sqrt(BitOps/sum sp)",
+    summary: "EdMIPS BitOps: size_product x E[abit] x E[wbit], normalised by the first layer; bit = sqrt(BitOps/sum sp); stem/classifier skipped or int8",
+    params: BitOpsParams,
     build: build,
 }

@@ -1,8 +1,11 @@
-//! Quantizers: [`hwgq`] (activations), [`gauss`] and [`dorefa`] (weights).
+//! Quantizers: [`hwgq`] (activations), [`gauss`] and [`dorefa`] (weights), and the learnable
+//! [`lsq`] (both) and [`pact`] (activations).
 
 pub mod dorefa;
 pub mod gauss;
 pub mod hwgq;
+pub mod lsq;
+pub mod pact;
 
 use edmips_core::candle::{DType, Device, Tensor};
 use edmips_core::ops::consts::cached;
