@@ -53,6 +53,7 @@ pub use model_config::{FixedBits, ModelConfig, QuantMode};
 pub use plugin_params::{defaults_of, parse_params, Params, PluginSpec, Table};
 pub use traits::backbone::{Backbone, InputSpec};
 pub use traits::cost::{BitDistribution, ComplexityCost, CostSummary, LayerBits, Metric};
+pub use traits::quant_export::{QuantExport, Rounding, UniformQuant};
 pub use traits::quantizer::{compose_mixture, Operand, Quantizer};
 pub use traits::relaxation::{argmax_first, RelaxContext, Relaxation};
 
