@@ -12,7 +12,7 @@ if [ ! -x "$py" ] || ! "$py" -c "$check" 2>/dev/null; then
     echo "creating $venv (onnx, onnxruntime, qonnx, numpy from PyPI)" >&2
     python3 -m venv "$venv"
     "$py" -m pip install --quiet --disable-pip-version-check --progress-bar off \
-        "onnx>=1.16" "onnxruntime>=1.18" "qonnx==1.0.0" numpy >&2
+        onnx==1.23.2 onnxruntime==1.32.0 qonnx==1.0.0 numpy==2.4.6 >&2
     "$py" -c "$check"
 fi
 "$py" - >&2 <<'PY'

@@ -25,8 +25,8 @@
 //!
 //! The reference semantics (quantizer constants, rounding, straight-through rules, BitOps
 //! units) are documented where they are implemented, citing `docs/decisions.md` at the
-//! repository root by id: D1-D21 are the decisions that pin edmips to the EdMIPS reference,
-//! R1-R18 the reference facts the code relies on (layer layouts, loops, data). A bare `Dn` in
+//! repository root by id: D1-D22 are the decisions that pin edmips to the EdMIPS reference,
+//! R1-R19 the reference facts the code relies on (layer layouts, loops, data). A bare `Dn` in
 //! a comment is `decisions.md Dn`.
 
 #![warn(missing_docs)]
