@@ -2,10 +2,25 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
-use crate::export::{export_model, load_retrained, write_model, Format};
+use crate::export::{export_model, load_retrained, write_model, ExportError, Format};
+
+/// An [`ExportError`] as one message: its text already includes the OS error, which
+/// anyhow's chain would print a second time.
+fn flat(e: ExportError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+/// Parses `--batch-size`: a whole number of at least 1.
+fn batch_size(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("expected a whole number: {e}")),
+    }
+}
 
 /// Arguments of `edmips export`.
 #[derive(Args, Debug)]
@@ -22,7 +37,7 @@ pub struct ExportArgs {
     pub format: Format,
     /// Fix the batch dimension at this size [default: 1 for qonnx, whose executor and FINN
     /// need fixed shapes; free (`N`) for onnx].
-    #[arg(long = "batch-size", short = 'b', value_parser = super::run_args::positive)]
+    #[arg(long = "batch-size", short = 'b', value_parser = batch_size)]
     pub batch_size: Option<usize>,
     /// The architecture file the run was trained with; when given it must match the
     /// checkpoint's bits.
@@ -40,13 +55,13 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             anyhow::bail!("--ac `{}`: no such architecture file", p.display());
         }
     }
-    let src = load_retrained(&args.resume, args.arch_cfg.as_deref(), &candle_core::Device::Cpu)?;
+    let src = load_retrained(&args.resume, args.arch_cfg.as_deref(), &candle_core::Device::Cpu).map_err(flat)?;
     let batch = args.batch_size.or(match args.format {
         Format::Qonnx => Some(1),
         Format::Onnx => None,
     });
-    let exported = export_model(&src.input(), args.format, batch)?;
-    write_model(&exported.model, &args.out).with_context(|| format!("exporting to {}", args.out.display()))?;
+    let exported = export_model(&src.input(), args.format, batch).map_err(flat)?;
+    write_model(&exported.model, &args.out).map_err(flat)?;
     let meta = |k: &str| exported.model.metadata.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
     let nodes = exported.model.graph.nodes.len();
     println!(
