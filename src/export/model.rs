@@ -372,10 +372,10 @@ mod tests {
         let v = ValueInfo::f32("x", vec![Dim::Param("N".into()), Dim::Value(3)]);
         let want = [
             0x0a, 1, b'x', // name
-            0x12, 13, // type
-            0x0a, 11, // tensor_type
+            0x12, 15, // type
+            0x0a, 13, // tensor_type
             0x08, 1, // elem_type FLOAT
-            0x12, 7, // shape
+            0x12, 9, // shape
             0x0a, 3, 0x12, 1, b'N', // dim { dim_param "N" }
             0x0a, 2, 0x08, 3, // dim { dim_value 3 }
         ];
