@@ -241,7 +241,11 @@ pub fn lower(input: &ExportInput, format: Format, batch: Option<usize>) -> Resul
                 e.node(&out, "Gemm", vec![flat, w, b], vec![("transB", AttrValue::Int(1))])
             }
         };
-        e.annotate_new(&chw(node.shape), OUT);
+        let out_shape = match node.op {
+            NodeOp::Linear { .. } => with_batch(&[node.shape.0]),
+            _ => chw(node.shape),
+        };
+        e.annotate_new(&out_shape, OUT);
         vals[ni] = y;
     }
     let out = &vals[graph.output];
