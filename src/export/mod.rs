@@ -7,7 +7,7 @@
 //!
 //! * [`proto`]: a minimal protocol-buffers encoder;
 //! * [`model`]: the ONNX messages edmips writes, and their encoding;
-//! * [`format`]: QONNX or ONNX;
+//! * [`format`](mod@format): QONNX or ONNX;
 //! * [`emitter`]: the graph under construction;
 //! * [`quant_nodes`]: a quantizer's [`QuantExport`](edmips_core::QuantExport) as nodes;
 //! * [`lower`]: the network, node by node (batch norm kept, in eval mode);
