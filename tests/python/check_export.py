@@ -8,7 +8,8 @@
 through qonnx's executor (`qonnx.core.onnx_exec.execute_onnx` on a `ModelWrapper`), on the
 batch X (edmips's normalised images); both outputs against edmips's own eval-mode logits Y
 (max abs difference <= tol, identical top-1); every weight Quant node's integer levels (and the
-plain file's quantized weights against the grid its metadata states) within the layer's 2^b.
+plain file's quantized weights against the grid its metadata states) within the layer's 2^b,
+and qonnx's integer datatype of every Quant node (UINTb, BINARY at 1 bit).
 
 `shapes`: onnx.checker on both; onnx shape inference (strict) on the plain file and qonnx's
 InferShapes on the QONNX file, both after dropping the shapes edmips wrote (value_info); every
@@ -97,7 +98,9 @@ def check_run(args):
         if asserted and not same_top1:
             failures.append(f"{name}: top-1 predictions differ from edmips's")
 
-    # QONNX: every Quant node; weight ones (initializer input) are checked level by level.
+    # QONNX: every Quant node; weight ones (initializer input) are checked level by level, and
+    # qonnx's own reading of each node's integer type must be the layer's bit width.
+    from qonnx.custom_op.registry import getCustomOp
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in q_model.graph.initializer}
     n_weight = n_act = 0
     for node in q_model.graph.node:
@@ -105,6 +108,10 @@ def check_run(args):
             continue
         if node.domain != QONNX_DOMAIN:
             failures.append(f"{node.name}: Quant in domain {node.domain!r}")
+        dtype = getCustomOp(node).get_integer_datatype(wrapped).name
+        bits_here = int(inits[node.input[3]])
+        if dtype != ("BINARY" if bits_here == 1 else f"UINT{bits_here}"):
+            failures.append(f"{node.name}: qonnx reads its integers as {dtype} ({bits_here} bits)")
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         scale, zero, bits = (float(inits[i]) for i in node.input[1:4])
         bits = int(bits)
