@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepares the Python environment of the independent export checks (tests/export_onnx.rs):
 # a venv in target/onnx-venv (git-ignored) with onnx, onnxruntime, qonnx and numpy from PyPI.
-# Idempotent: a venv that already imports all four is kept. Prints the venv's python path as
-# its last line, so callers can `export EDMIPS_ONNX_PYTHON="$(scripts/onnx-venv.sh | tail -n1)"`.
+# Idempotent: a venv that already imports all four is kept. EDMIPS_ONNX_VENV=DIR puts it
+# elsewhere. Prints the venv's python path as its last line, so callers can
+# `export EDMIPS_ONNX_PYTHON="$(scripts/onnx-venv.sh | tail -n1)"`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${EDMIPS_ONNX_VENV:-$root/target/onnx-venv}"
