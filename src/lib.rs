@@ -11,6 +11,7 @@
 //! * [`data`]: data sets, transforms and the deterministic parallel loader;
 //! * [`engine`]: the training step, the search and retrain loops, optimiser, checkpoints,
 //!   reports, plots and the step bench;
+//! * [`export`]: a retrained network as a QONNX or plain ONNX file (`edmips export`);
 //! * [`cli`]: the `edmips` command line as library code ([`cli::main`]).
 //!
 //! Naming this crate also links every built-in plugin, so the registries see them: binaries
@@ -28,6 +29,7 @@ pub use edmips_zoo as zoo;
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod export;
 
 pub use edmips_core::{
     registry, Backbone, BitDistribution, ComplexityCost, Error, LayerInfo, ModelConfig, Operand, PluginSpec, Quantizer,

@@ -30,7 +30,8 @@
 //! The reference semantics (quantizer constants, rounding, straight-through rules, BitOps
 //! units) are documented where they are implemented, citing `docs/decisions.md` at the
 //! repository root by id: D1-D21 are the decisions that pin edmips to the EdMIPS reference,
-//! F1-F5 those about what goes beyond it, R1-R18 the reference facts the code relies on (layer layouts, loops, data). A bare `Dn` in
+//! F1-F7 those about what goes beyond it (learnable quantizers, costs, export), R1-R18 the
+//! reference facts the code relies on (layer layouts, loops, data). A bare `Dn` in
 //! a comment is `decisions.md Dn`.
 
 #![warn(missing_docs)]
@@ -57,6 +58,7 @@ pub use model_config::{FixedBits, ModelConfig, QuantMode};
 pub use plugin_params::{defaults_of, parse_params, Params, PluginSpec, Table};
 pub use traits::backbone::{Backbone, InputSpec};
 pub use traits::cost::{BitDistribution, ComplexityCost, CostSummary, LayerBits, Metric};
+pub use traits::quant_export::{QuantExport, Rounding, UniformQuant};
 pub use traits::quantizer::{compose_mixture, learned_param_name, operand_prefix, Operand, QuantParam, Quantizer};
 pub use traits::relaxation::{argmax_first, RelaxContext, Relaxation};
 

@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod default_job;
+pub mod export;
 pub mod inspect;
 pub mod list;
 pub mod run_args;
@@ -51,6 +52,8 @@ pub enum Command {
     /// A grid of searches (and retrains) over configuration keys, with uniform baselines:
     /// one results table and a Pareto plot.
     Sweep(sweep::SweepArgs),
+    /// Write a retrained checkpoint as a QONNX or plain ONNX model.
+    Export(export::ExportArgs),
 }
 
 impl Cli {
@@ -64,6 +67,7 @@ impl Cli {
             Command::Train(a) => train::run_train(&a),
             Command::Bench(a) => bench::run_bench(&a),
             Command::Sweep(a) => sweep::run(&a),
+            Command::Export(a) => export::run(&a),
         }
     }
 }

@@ -59,6 +59,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::traits::quant_export::QuantExport;
 
 /// The tensor a quantizer is applied to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -162,6 +163,25 @@ pub trait Quantizer: Send + Sync + fmt::Debug {
     /// Whether [`mix`](Quantizer::mix) is a fused kernel (reported by `edmips list`).
     fn has_fused_mix(&self) -> bool {
         false
+    }
+
+    /// How an exported graph (`edmips export`: QONNX, plain ONNX) writes this quantizer at
+    /// `bits` ([`QuantExport`]), or `None` when it has no such description, which makes export
+    /// fail with an error naming the plugin. `x` is the weight tensor for
+    /// [`Operand::Weight`] (a weight description may depend on it, e.g. a step scaled by its
+    /// std) and `None` for activations (the description must hold for every input).
+    /// `learned` are the layer's learned parameters for (`operand`, `bits`), as
+    /// [`quantize`](Quantizer::quantize) gets them (LSQ's step is its scale). The default is
+    /// `None`.
+    fn export_form(
+        &self,
+        operand: Operand,
+        bits: u32,
+        x: Option<&Tensor>,
+        learned: &[Tensor],
+    ) -> Result<Option<QuantExport>> {
+        let _ = (operand, bits, x, learned);
+        Ok(None)
     }
 }
 

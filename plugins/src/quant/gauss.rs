@@ -13,7 +13,7 @@ use edmips_core::candle::{DType, Tensor};
 use edmips_core::ops::consts::cached;
 use edmips_core::ops::mixture::{mixture, ElementQuantizer};
 use edmips_core::ops::stats::unbiased_std;
-use edmips_core::{Operand, Params, Quantizer, Result, Table};
+use edmips_core::{Error, Operand, Params, QuantExport, Quantizer, Result, Rounding, Table, UniformQuant};
 
 use super::{one, unsupported};
 
@@ -142,6 +142,33 @@ impl Quantizer for Gauss {
     fn has_fused_mix(&self) -> bool {
         true
     }
+
+    /// The mid-rise grid `±(k + 0.5)·step` as an unsigned uniform quantizer: scale `step` (the
+    /// f32 step [`quantize`](Quantizer::quantize) uses, from `W`'s std), zero point
+    /// `2^(b−1) − 0.5`, `2^b` integers: `s·(q − z)` for `q = 0..2^b − 1` is exactly
+    /// `±(k + 0.5)·s`, and rounding `W/s + z` puts the thresholds at the multiples of `s`, as
+    /// the quantizer does. Only exact ties (`W/s` an integer) differ: `z − 0.5` is odd for
+    /// `b ≥ 2`, so half-to-even picks the other neighbour (`W = 0` goes to `+s/2` rather than
+    /// `−s/2`, D4). Export therefore stores `Q(W)`, on which this description is the identity.
+    fn export_form(
+        &self,
+        operand: Operand,
+        bits: u32,
+        x: Option<&Tensor>,
+        _learned: &[Tensor],
+    ) -> Result<Option<QuantExport>> {
+        self.check(operand, bits)?;
+        let w = x.ok_or_else(|| Error::msg("gauss: the export form of a weight quantizer needs the weight tensor"))?;
+        let prm = Self::branch_params(&unbiased_std(w)?, &[bits])?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Some(QuantExport::Uniform(UniformQuant {
+            scale: prm[0],
+            zero_point: Self::half_levels(bits) as f32,
+            bits,
+            signed: false,
+            narrow: false,
+            rounding: Rounding::HalfEven,
+        })))
+    }
 }
 
 fn build(params: &Table) -> Result<Box<dyn Quantizer>> {
@@ -169,6 +196,43 @@ mod tests {
         assert_eq!(GaussElement::q(0.5, &p), 0.375);
         assert_eq!(GaussElement::q(-0.25, &p), -0.125);
         assert_eq!(GaussElement::q(10.0, &p), 0.375);
+    }
+
+    #[test]
+    fn the_export_grid_holds_every_quantized_weight() {
+        // Heavy tails, so that even the outermost 4-bit levels (±2.52σ) are used.
+        let v: Vec<f32> =
+            edmips_core::init::det_fill(4096, 7, 1.0).iter().map(|u| 0.1 * u / (1.05 - u.abs())).collect();
+        let w = Tensor::from_vec(v, 4096, &Device::Cpu).unwrap();
+        for bits in 1..=4u32 {
+            let q = Gauss.quantize(&w, Operand::Weight, bits).unwrap().to_vec1::<f32>().unwrap();
+            let Some(QuantExport::Uniform(u)) = Gauss.export_form(Operand::Weight, bits, Some(&w), &[]).unwrap() else {
+                panic!("gauss {bits} bits: not uniform");
+            };
+            let sigma = unbiased_std(&w).unwrap().to_vec1::<f32>().unwrap()[0] as f64;
+            assert_eq!(u.scale, (Gauss::sigma_step(bits).unwrap() * sigma) as f32);
+            assert_eq!(u.zero_point, (1u32 << (bits - 1)) as f32 - 0.5);
+            let (lo, hi) = u.int_range();
+            let mut seen = std::collections::BTreeSet::new();
+            for &v in &q {
+                let t = v / u.scale + u.zero_point;
+                let k = t.round_ties_even();
+                assert!((t - k).abs() < 1e-4 && k >= lo as f32 && k <= hi as f32, "bits {bits}: {v} -> {t}");
+                seen.insert(k as i64);
+                // The node is the identity on Q(W), up to one ulp where the quantizer clamps at
+                // f32((L - 0.5)·step) rather than (L - 0.5)·f32(step).
+                let back = u.apply(v);
+                assert!((back - v).abs() <= v.abs() * 2e-7, "bits {bits}: {v} -> {back}");
+            }
+            assert_eq!(seen.len(), 1usize << bits, "bits {bits}: every level is used");
+        }
+        // Exact ties are where the raw W would differ: 0 is -s/2 for the quantizer, +s/2 here.
+        let Some(QuantExport::Uniform(u)) = Gauss.export_form(Operand::Weight, 2, Some(&w), &[]).unwrap() else {
+            panic!("not uniform");
+        };
+        let p = [u.scale, 1.5 * u.scale];
+        assert_eq!((GaussElement::q(0.0, &p), u.apply(0.0)), (-0.5 * u.scale, 0.5 * u.scale));
+        assert!(Gauss.export_form(Operand::Weight, 2, None, &[]).is_err());
     }
 
     #[test]

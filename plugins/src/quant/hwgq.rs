@@ -10,7 +10,7 @@
 use edmips_core::candle::{Device, Tensor};
 use edmips_core::ops::consts::cached;
 use edmips_core::ops::mixture::{mixture, ElementQuantizer};
-use edmips_core::{Operand, Params, Precision, Quantizer, Result, Table};
+use edmips_core::{Operand, Params, Precision, QuantExport, Quantizer, Result, Rounding, Table, UniformQuant};
 
 use super::{one, unsupported};
 
@@ -126,6 +126,32 @@ impl Quantizer for Hwgq {
     fn has_fused_mix(&self) -> bool {
         true
     }
+
+    /// `bits < 32`: the unsigned uniform quantizer with scale `f32(s)`, zero point 0 and
+    /// `2^bits` levels, rounding half to even. Clipping `x/s` to `[0, 2^bits − 1]` before
+    /// rounding gives HWGQ's `round(clamp(x, 0, thr)/s)` for every `x` (`thr/s` rounds to
+    /// `2^bits − 1`). `bits = 32`: ReLU.
+    fn export_form(
+        &self,
+        operand: Operand,
+        bits: u32,
+        _x: Option<&Tensor>,
+        _learned: &[Tensor],
+    ) -> Result<Option<QuantExport>> {
+        self.check(operand, bits)?;
+        if Precision::is_full(bits) {
+            return Ok(Some(QuantExport::Relu));
+        }
+        let prm = Self::branch_params(bits).ok_or_else(|| unsupported(ID, operand, bits, "1-4 or 32 bits"))?;
+        Ok(Some(QuantExport::Uniform(UniformQuant {
+            scale: prm[0],
+            zero_point: 0.0,
+            bits,
+            signed: false,
+            narrow: false,
+            rounding: Rounding::HalfEven,
+        })))
+    }
 }
 
 fn build(params: &Table) -> Result<Box<dyn Quantizer>> {
@@ -163,6 +189,26 @@ mod tests {
             (HwgqElement::q(-1.0, &fp), HwgqElement::ste(0.0, &fp), HwgqElement::ste(-1e-9, &fp)),
             (0.0, 1.0, 0.0)
         );
+    }
+
+    #[test]
+    fn the_export_form_reproduces_every_output_bit_for_bit() {
+        for bits in 1..=4u32 {
+            let p = Hwgq::branch_params(bits).unwrap();
+            let Some(QuantExport::Uniform(u)) = Hwgq.export_form(Operand::Activation, bits, None, &[]).unwrap() else {
+                panic!("hwgq {bits} bits: not uniform");
+            };
+            assert_eq!((u.scale, u.int_range()), (p[0], (0, (1 << bits) - 1)));
+            // Ties (k + 0.5 steps), the threshold and its neighbours, negatives, a sweep.
+            let mut xs: Vec<f32> = (0..40).map(|k| (k as f32 * 0.5) * p[0]).collect();
+            xs.extend([p[1], f32::from_bits(p[1].to_bits() - 1), f32::from_bits(p[1].to_bits() + 1), -1.0, -0.0]);
+            xs.extend((0..20_000).map(|i| -1.0 + i as f32 * 2.5e-4));
+            for x in xs {
+                assert_eq!(u.apply(x), HwgqElement::q(x, &p), "bits {bits}, x {x:e}");
+            }
+        }
+        assert_eq!(Hwgq.export_form(Operand::Activation, 32, None, &[]).unwrap(), Some(QuantExport::Relu));
+        assert!(Hwgq.export_form(Operand::Weight, 2, None, &[]).is_err());
     }
 
     #[test]
