@@ -86,15 +86,16 @@ fn mixed_resnet20_arch(path: &Path) {
     std::fs::write(path, serde_json::to_string(&bits).unwrap()).unwrap();
 }
 
-/// Trains `quantres20_cfg` with the mixed architecture for a few steps (`data` `None`: the
-/// embedded Fashion-MNIST subset), exports both formats, writes a batch of validation images
-/// and edmips's eval-mode logits, and runs the independent checks.
-fn end_to_end(name: &str, data: Option<&Path>) {
+/// Trains `config` (a ResNet-20 configuration with bits from an architecture file) with the
+/// mixed architecture for a few steps (`data` `None`: the embedded Fashion-MNIST subset),
+/// exports both formats, writes a batch of validation images and edmips's eval-mode logits,
+/// and runs the independent checks.
+fn end_to_end(name: &str, config: &str, data: Option<&Path>) {
     let root = tmp(name);
     let arch = root.join("arch.json");
     mixed_resnet20_arch(&arch);
     let run = root.join("run");
-    let mut args = vec!["train", "-a", "quantres20_cfg", "--ac", arch.to_str().unwrap(), "--epochs", "1"];
+    let mut args = vec!["train", "-a", config, "--ac", arch.to_str().unwrap(), "--epochs", "1"];
     args.extend(["--max-steps", "3", "--max-val-batches", "1", "-b", "32", "-j", "2", "--out", run.to_str().unwrap()]);
     if let Some(d) = data {
         args.push(d.to_str().unwrap());
@@ -137,7 +138,13 @@ fn end_to_end(name: &str, data: Option<&Path>) {
 
 #[test]
 fn resnet20_on_the_embedded_data_matches_onnxruntime_and_qonnx() {
-    end_to_end("embedded", None);
+    end_to_end("embedded", "quantres20_cfg", None);
+}
+
+#[test]
+fn resnet20_with_learned_lsq_steps_matches_onnxruntime_and_qonnx() {
+    // LSQ's learned steps are the Quant nodes' scales (1-bit weights as the scale-2s grid).
+    end_to_end("embedded-lsq", "quantres20_lsq_cfg", None);
 }
 
 #[test]
@@ -160,7 +167,7 @@ fn resnet20_on_a_small_cifar10_folder_matches_onnxruntime_and_qonnx() {
     assert!(st.success(), "unpacking part of {}", tarball.display());
     let count = |split: &str| std::fs::read_dir(small.join(split)).unwrap().count();
     assert_eq!((count("train"), count("val")), (10, 10), "ten classes in each split");
-    end_to_end("cifar", Some(&small));
+    end_to_end("cifar", "quantres20_cfg", Some(&small));
     std::fs::remove_dir_all(small).unwrap();
 }
 
@@ -203,7 +210,7 @@ fn one_quantized_conv_has_the_documented_node_layout() {
     let Some(QuantExport::Uniform(wq)) = weight.export_form(Operand::Weight, 3, Some(&w), &[]).unwrap() else {
         panic!("gauss is uniform");
     };
-    let w_levels = weight.quantize(&w, Operand::Weight, 3).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let w_levels = weight.quantize(&w, Operand::Weight, 3, &[]).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
 
     // QONNX: bn0 -> Quant (act, a2) -> Conv <- Quant (weight, w3) <- Q(W).
     let q = export_model(&input, Format::Qonnx, Some(1)).unwrap().model;

@@ -9,7 +9,7 @@ through qonnx's executor (`qonnx.core.onnx_exec.execute_onnx` on a `ModelWrapper
 batch X (edmips's normalised images); both outputs against edmips's own eval-mode logits Y
 (max abs difference <= tol, identical top-1); every weight Quant node's integer levels (and the
 plain file's quantized weights against the grid its metadata states) within the layer's 2^b,
-and qonnx's integer datatype of every Quant node (UINTb, BINARY at 1 bit).
+and qonnx's integer datatype of every Quant node (UINTb unsigned, INTb signed, BINARY at 1 bit).
 
 `shapes`: onnx.checker on both; onnx shape inference (strict) on the plain file and qonnx's
 InferShapes on the QONNX file, both after dropping the shapes edmips wrote (value_info); every
@@ -110,9 +110,10 @@ def check_run(args):
             failures.append(f"{node.name}: Quant in domain {node.domain!r}")
         dtype = getCustomOp(node).get_integer_datatype(wrapped).name
         bits_here = int(inits[node.input[3]])
-        if dtype != ("BINARY" if bits_here == 1 else f"UINT{bits_here}"):
-            failures.append(f"{node.name}: qonnx reads its integers as {dtype} ({bits_here} bits)")
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        want = "BINARY" if bits_here == 1 else f"{'INT' if attrs['signed'] else 'UINT'}{bits_here}"
+        if dtype != want:
+            failures.append(f"{node.name}: qonnx reads its integers as {dtype}, expected {want} ({bits_here} bits)")
         scale, zero, bits = (float(inits[i]) for i in node.input[1:4])
         bits = int(bits)
         signed, narrow = bool(attrs["signed"]), bool(attrs["narrow"])

@@ -33,10 +33,12 @@ pub fn round_ste(x: &Tensor) -> Result<Tensor> {
     Ok(x.add(&r.sub(&x.detach())?.detach())?)
 }
 
-/// LSQ's gradient scale: the value of `s`, the gradient times `g` (`s·g + (s - s·g).detach()`).
+/// LSQ's gradient scale: exactly the value of `s` (`(s - s.detach())·g + s.detach()`: the
+/// first term is an exact 0, so an exported graph can use the step as it is), the gradient
+/// times `g`.
 pub fn grad_scale(s: &Tensor, g: f64) -> Result<Tensor> {
-    let sg = s.affine(g, 0.0)?;
-    Ok(sg.add(&s.sub(&sg)?.detach())?)
+    let d = s.detach();
+    Ok(s.sub(&d)?.affine(g, 0.0)?.add(&d)?)
 }
 
 #[cfg(test)]

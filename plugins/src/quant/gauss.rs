@@ -205,7 +205,7 @@ mod tests {
             edmips_core::init::det_fill(4096, 7, 1.0).iter().map(|u| 0.1 * u / (1.05 - u.abs())).collect();
         let w = Tensor::from_vec(v, 4096, &Device::Cpu).unwrap();
         for bits in 1..=4u32 {
-            let q = Gauss.quantize(&w, Operand::Weight, bits).unwrap().to_vec1::<f32>().unwrap();
+            let q = Gauss.quantize(&w, Operand::Weight, bits, &[]).unwrap().to_vec1::<f32>().unwrap();
             let Some(QuantExport::Uniform(u)) = Gauss.export_form(Operand::Weight, bits, Some(&w), &[]).unwrap() else {
                 panic!("gauss {bits} bits: not uniform");
             };

@@ -25,7 +25,7 @@
 
 use edmips_core::candle::{DType, Tensor};
 use edmips_core::ops::round::{grad_scale, round_ste};
-use edmips_core::{Error, Operand, Params, Precision, QuantParam, Quantizer, Result, Table};
+use edmips_core::{Error, Operand, Params, Precision, QuantExport, QuantParam, Quantizer, Result, Rounding, Table, UniformQuant};
 
 use super::unsupported;
 
@@ -147,6 +147,43 @@ impl Quantizer for Lsq {
         };
         Ok(q.broadcast_mul(&s)?)
     }
+
+    /// The learned step as the scale: activations unsigned `[0, 2^b - 1]`, weights signed
+    /// `[-2^(b-1), 2^(b-1) - 1]`, zero point 0, round half to even (the same f32 operations as
+    /// [`quantize`](Quantizer::quantize): `x/s`, clip, round, `·s`); 1-bit weights `±s` as the
+    /// unsigned 1-bit grid with scale `2s` and zero point 1/2; 32 bits ReLU or identity.
+    fn export_form(
+        &self,
+        operand: Operand,
+        bits: u32,
+        _x: Option<&Tensor>,
+        learned: &[Tensor],
+    ) -> Result<Option<QuantExport>> {
+        self.check(operand, bits)?;
+        if Precision::is_full(bits) {
+            return Ok(Some(match operand {
+                Operand::Activation => QuantExport::Relu,
+                Operand::Weight => QuantExport::Identity,
+            }));
+        }
+        let [step] = learned else {
+            return Err(Error::msg(format!(
+                "lsq export ({operand}, {bits} bits): expected its learned step, got {} tensors",
+                learned.len()
+            )));
+        };
+        let s = step.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let [s] = s.as_slice() else {
+            return Err(Error::msg(format!("lsq export: the step must be a scalar, found {} values", s.len())));
+        };
+        let uniform = |scale: f32, zero_point: f32, signed: bool| {
+            QuantExport::Uniform(UniformQuant { scale, zero_point, bits, signed, narrow: false, rounding: Rounding::HalfEven })
+        };
+        Ok(Some(match Levels::of(operand, bits) {
+            Levels::Binary => uniform(2.0 * s, 0.5, false),
+            _ => uniform(*s, 0.0, operand == Operand::Weight),
+        }))
+    }
 }
 
 fn build(params: &Table) -> Result<Box<dyn Quantizer>> {
@@ -245,6 +282,41 @@ mod tests {
         }
         check(Operand::Weight, 1, &[4, 3, 3, 3], 0.9);
         check(Operand::Activation, 1, &[2, 3, 4, 4], 0.8);
+    }
+
+    #[test]
+    fn the_export_form_reproduces_every_output_bit_for_bit() {
+        let dev = Device::Cpu;
+        let xv: Vec<f32> = (0..4000).map(|i| ((i as f32) * 0.0173).sin() * 3.1 + (i % 7) as f32 * 0.125).collect();
+        for (operand, bits, s) in [
+            (Operand::Activation, 2, 0.37f32),
+            (Operand::Activation, 4, 0.11),
+            (Operand::Weight, 1, 0.8),
+            (Operand::Weight, 3, 0.29),
+        ] {
+            let step = Tensor::new(&[s], &dev).unwrap();
+            let x = Tensor::from_vec(xv.clone(), (1, 4000), &dev).unwrap();
+            let y = Lsq.quantize(&x, operand, bits, std::slice::from_ref(&step)).unwrap().flatten_all().unwrap();
+            let Some(QuantExport::Uniform(u)) = Lsq.export_form(operand, bits, None, &[step]).unwrap() else {
+                panic!("lsq has a uniform export form")
+            };
+            let (lo, hi) = match (u.signed, u.bits) {
+                (true, b) => (-(2f32.powi(b as i32 - 1)), 2f32.powi(b as i32 - 1) - 1.0),
+                (false, b) => (0.0, 2f32.powi(b as i32) - 1.0),
+            };
+            for (&xe, &ye) in xv.iter().zip(&y.to_vec1::<f32>().unwrap()) {
+                let q = u.rounding.apply((xe / u.scale + u.zero_point).clamp(lo, hi));
+                let want = (q - u.zero_point) * u.scale;
+                if operand == Operand::Activation {
+                    assert_eq!(want.to_bits(), ye.to_bits(), "{operand} {bits}b at {xe}: {want} vs {ye}");
+                } else {
+                    // Weights: the quantizer's output lies on the grid (the exporter stores it).
+                    let on_grid = ye / u.scale + u.zero_point;
+                    assert!((on_grid - on_grid.round()).abs() < 1e-5 && (lo..=hi).contains(&on_grid.round()), "{ye}");
+                }
+            }
+        }
+        assert_eq!(Lsq.export_form(Operand::Activation, 32, None, &[]).unwrap(), Some(QuantExport::Relu));
     }
 
     #[test]
