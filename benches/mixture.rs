@@ -2,6 +2,10 @@
 //!
 //! * `mixture/{fused,composed}/{hwgq,gauss}`: forward + backward of `Σ p_i Q_i(x)` on the
 //!   activation of a ResNet-18 layer-1 conv at batch 32 (32×64×56×56) and on its weight.
+//! * `mixture_kernel/{element_loop,portable,fastest}/...`: the CPU kernels alone (forward and
+//!   backward over plain slices, HWGQ on the 32×64×56×56 activation): the element-by-element
+//!   loop they replaced (single-threaded, as a reference), the branch-by-branch loops in the
+//!   portable build, and on the fastest path of this processor (AVX2 where present).
 //! * `mixed_layer`: one `MixedConv` (batch 32, 64→64, 56×56, 3×3) forward + backward.
 //!
 //! `cargo bench --bench mixture`
@@ -47,6 +51,32 @@ fn mixtures(c: &mut Criterion) {
     group.finish();
 }
 
+fn mixture_kernels(c: &mut Criterion) {
+    use edmips::core::ops::mixture::{cpu_backward_on, cpu_forward_on, cpu_reference, CpuPath};
+    use edmips::plugins::quant::hwgq::HwgqElement;
+    let n = 32 * 64 * 56 * 56;
+    let x = det_fill(n, 1, 2.0);
+    let g = det_fill(n, 5, 1.0);
+    let probs = [0.2f32, 0.3, 0.5];
+    // HWGQ 2, 3 and 4 bits: [step, thr, full].
+    let params = [0.538f32, 1.614, 0.0, 0.3, 2.1, 0.0, 0.1, 1.5, 0.0];
+    let mut group = c.benchmark_group("mixture_kernel");
+    group.sample_size(10).measurement_time(Duration::from_secs(8)).throughput(Throughput::Elements(n as u64));
+    group.bench_function("element_loop/hwgq_a234_32x64x56x56", |b| {
+        b.iter(|| cpu_reference::<HwgqElement>(&x, &probs, &params, &g))
+    });
+    for (name, path) in [("portable", CpuPath::Portable), ("fastest", CpuPath::detect())] {
+        group.bench_function(format!("{name}/hwgq_a234_32x64x56x56"), |b| {
+            let (mut y, mut dx) = (vec![0f32; n], vec![0f32; n]);
+            b.iter(|| {
+                cpu_forward_on::<HwgqElement>(path, &x, &probs, &params, &mut y);
+                cpu_backward_on::<HwgqElement>(path, &x, &probs, &params, &g, &mut dx)
+            })
+        });
+    }
+    group.finish();
+}
+
 fn mixed_layer(c: &mut Criterion) {
     let dev = Device::Cpu;
     let info = LayerInfo {
@@ -85,5 +115,5 @@ fn mixed_layer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, mixtures, mixed_layer);
+criterion_group!(benches, mixtures, mixture_kernels, mixed_layer);
 criterion_main!(benches);

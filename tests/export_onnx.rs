@@ -210,7 +210,8 @@ fn one_quantized_conv_has_the_documented_node_layout() {
     let Some(QuantExport::Uniform(wq)) = weight.export_form(Operand::Weight, 3, Some(&w), &[]).unwrap() else {
         panic!("gauss is uniform");
     };
-    let w_levels = weight.quantize(&w, Operand::Weight, 3, &[]).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let w_levels =
+        weight.quantize(&w, Operand::Weight, 3, &[]).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
 
     // QONNX: bn0 -> Quant (act, a2) -> Conv <- Quant (weight, w3) <- Q(W).
     let q = export_model(&input, Format::Qonnx, Some(1)).unwrap().model;

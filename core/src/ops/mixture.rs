@@ -92,22 +92,191 @@ struct MixtureBwdOp<Q> {
     _q: PhantomData<fn() -> Q>,
 }
 
-/// CPU forward kernel over plain slices (public for benchmarks and tests).
-pub fn cpu_forward<Q: ElementQuantizer>(x: &[f32], probs: &[f32], params: &[f32], out: &mut [f32]) {
-    let k = probs.len();
-    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, xs)| {
-        for (oe, &xe) in o.iter_mut().zip(xs) {
-            let mut acc = 0.0f32;
-            for b in 0..k {
-                acc += probs[b] * Q::q(xe, &params[b * Q::PARAMS..(b + 1) * Q::PARAMS]);
-            }
-            *oe = acc;
+/// Which CPU code path the kernels take: chosen once per call from the processor's features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuPath {
+    /// The portable build: one pass per chunk, element by element (on the x86-64 baseline,
+    /// SSE2, rounding is a libm call, so the fewer passes the better).
+    Portable,
+    /// Branch-by-branch loops compiled for AVX2 (8-wide vectors, `vroundps` rounding), when
+    /// the processor has it.
+    Avx2,
+}
+
+impl CpuPath {
+    /// The fastest path this processor supports.
+    pub fn detect() -> CpuPath {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            return CpuPath::Avx2;
         }
+        CpuPath::Portable
+    }
+}
+
+/// Forward over one chunk, branch by branch: `o[e] = 0 + p_0·q_0(x_e) + p_1·q_1(x_e) + ...`,
+/// the same additions in the same order per element as an element-by-element loop, written so
+/// the inner loop over elements vectorises.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[inline(always)]
+fn forward_chunk<Q: ElementQuantizer>(o: &mut [f32], xs: &[f32], probs: &[f32], params: &[f32]) {
+    o.fill(0.0);
+    for (b, &p) in probs.iter().enumerate() {
+        let prm = &params[b * Q::PARAMS..(b + 1) * Q::PARAMS];
+        for (oe, &xe) in o.iter_mut().zip(xs) {
+            *oe += p * Q::q(xe, prm);
+        }
+    }
+}
+
+/// Backward over one chunk: `d[e] = g[e] · Σ_b p_b·ste_b(x_e)` (vectorised loops, the sum in
+/// branch order), and returns `dp_b = Σ_e q_b(x_e)·g[e]` accumulated in f64 in element order.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[inline(always)]
+fn backward_chunk<Q: ElementQuantizer>(
+    d: &mut [f32],
+    xs: &[f32],
+    gs: &[f32],
+    probs: &[f32],
+    params: &[f32],
+) -> [f64; MAX_BRANCHES] {
+    let mut dp = [0f64; MAX_BRANCHES];
+    d.fill(0.0);
+    for (b, &p) in probs.iter().enumerate() {
+        let prm = &params[b * Q::PARAMS..(b + 1) * Q::PARAMS];
+        for (de, &xe) in d.iter_mut().zip(xs) {
+            *de += p * Q::ste(xe, prm);
+        }
+        let mut acc = 0f64;
+        for (&xe, &ge) in xs.iter().zip(gs) {
+            acc += Q::q(xe, prm) as f64 * ge as f64;
+        }
+        dp[b] = acc;
+    }
+    for (de, &ge) in d.iter_mut().zip(gs) {
+        *de *= ge;
+    }
+    dp
+}
+
+/// Forward over one chunk, element by element (the portable path).
+fn forward_chunk_elementwise<Q: ElementQuantizer>(o: &mut [f32], xs: &[f32], probs: &[f32], params: &[f32]) {
+    for (oe, &xe) in o.iter_mut().zip(xs) {
+        let mut acc = 0.0f32;
+        for (b, &p) in probs.iter().enumerate() {
+            acc += p * Q::q(xe, &params[b * Q::PARAMS..(b + 1) * Q::PARAMS]);
+        }
+        *oe = acc;
+    }
+}
+
+/// Backward over one chunk, element by element (the portable path): `q` and `ste` once per
+/// element and branch.
+fn backward_chunk_elementwise<Q: ElementQuantizer>(
+    d: &mut [f32],
+    xs: &[f32],
+    gs: &[f32],
+    probs: &[f32],
+    params: &[f32],
+) -> [f64; MAX_BRANCHES] {
+    let mut dp = [0f64; MAX_BRANCHES];
+    for ((de, &xe), &ge) in d.iter_mut().zip(xs).zip(gs) {
+        let mut s = 0.0f32;
+        for (b, &p) in probs.iter().enumerate() {
+            let prm = &params[b * Q::PARAMS..(b + 1) * Q::PARAMS];
+            s += p * Q::ste(xe, prm);
+            dp[b] += Q::q(xe, prm) as f64 * ge as f64;
+        }
+        *de = ge * s;
+    }
+    dp
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn forward_chunk_avx2<Q: ElementQuantizer>(o: &mut [f32], xs: &[f32], probs: &[f32], params: &[f32]) {
+    forward_chunk::<Q>(o, xs, probs, params)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn backward_chunk_avx2<Q: ElementQuantizer>(
+    d: &mut [f32],
+    xs: &[f32],
+    gs: &[f32],
+    probs: &[f32],
+    params: &[f32],
+) -> [f64; MAX_BRANCHES] {
+    backward_chunk::<Q>(d, xs, gs, probs, params)
+}
+
+/// The element-by-element kernels the branch-by-branch loops replaced, single-threaded:
+/// `(y, dx, dp)` for upstream gradient `g`, with the same chunking of the `dp` partial sums. The
+/// slow path the fast kernels are tested against ([`cpu_forward_on`], [`cpu_backward_on`] must
+/// match it bit for bit) and benchmarked against.
+pub fn cpu_reference<Q: ElementQuantizer>(
+    x: &[f32],
+    probs: &[f32],
+    params: &[f32],
+    g: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let k = probs.len();
+    let branch = |b: usize| &params[b * Q::PARAMS..(b + 1) * Q::PARAMS];
+    let (mut y, mut dx, mut dp) = (vec![0f32; x.len()], vec![0f32; x.len()], vec![0f64; k]);
+    for (c, (xs, gs)) in x.chunks(CHUNK).zip(g.chunks(CHUNK)).enumerate() {
+        let mut part = [0f64; MAX_BRANCHES];
+        for (i, (&xe, &ge)) in xs.iter().zip(gs).enumerate() {
+            let (mut acc, mut s) = (0f32, 0f32);
+            for b in 0..k {
+                acc += probs[b] * Q::q(xe, branch(b));
+                s += probs[b] * Q::ste(xe, branch(b));
+                part[b] += Q::q(xe, branch(b)) as f64 * ge as f64;
+            }
+            y[c * CHUNK + i] = acc;
+            dx[c * CHUNK + i] = ge * s;
+        }
+        for b in 0..k {
+            dp[b] += part[b];
+        }
+    }
+    (y, dx, dp.into_iter().map(|v| v as f32).collect())
+}
+
+/// CPU forward kernel over plain slices, on the fastest path this processor has (public for
+/// benchmarks and tests).
+pub fn cpu_forward<Q: ElementQuantizer>(x: &[f32], probs: &[f32], params: &[f32], out: &mut [f32]) {
+    cpu_forward_on::<Q>(CpuPath::detect(), x, probs, params, out)
+}
+
+/// [`cpu_forward`] on a given path. Every path gives bitwise the same result: the same f32
+/// operations in the same order (no fused multiply-add), only wider.
+pub fn cpu_forward_on<Q: ElementQuantizer>(path: CpuPath, x: &[f32], probs: &[f32], params: &[f32], out: &mut [f32]) {
+    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, xs)| match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx2` is only chosen (by `detect`, or by a caller that checked) where the
+        // processor has AVX2.
+        CpuPath::Avx2 if std::is_x86_feature_detected!("avx2") => unsafe {
+            forward_chunk_avx2::<Q>(o, xs, probs, params)
+        },
+        _ => forward_chunk_elementwise::<Q>(o, xs, probs, params),
     });
 }
 
-/// CPU backward kernel over plain slices: writes `dx` and returns `dp` (public for benchmarks).
+/// CPU backward kernel over plain slices: writes `dx` and returns `dp`, on the fastest path
+/// this processor has (public for benchmarks).
 pub fn cpu_backward<Q: ElementQuantizer>(
+    x: &[f32],
+    probs: &[f32],
+    params: &[f32],
+    g: &[f32],
+    dx: &mut [f32],
+) -> Vec<f32> {
+    cpu_backward_on::<Q>(CpuPath::detect(), x, probs, params, g, dx)
+}
+
+/// [`cpu_backward`] on a given path (bitwise the same on every path).
+pub fn cpu_backward_on<Q: ElementQuantizer>(
+    path: CpuPath,
     x: &[f32],
     probs: &[f32],
     params: &[f32],
@@ -119,18 +288,13 @@ pub fn cpu_backward<Q: ElementQuantizer>(
         .par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .zip(g.par_chunks(CHUNK))
-        .map(|((d, xs), gs)| {
-            let mut dp = [0f64; MAX_BRANCHES];
-            for ((de, &xe), &ge) in d.iter_mut().zip(xs).zip(gs) {
-                let mut s = 0.0f32;
-                for b in 0..k {
-                    let prm = &params[b * Q::PARAMS..(b + 1) * Q::PARAMS];
-                    s += probs[b] * Q::ste(xe, prm);
-                    dp[b] += Q::q(xe, prm) as f64 * ge as f64;
-                }
-                *de = ge * s;
-            }
-            dp
+        .map(|((d, xs), gs)| match path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `cpu_forward_on`, and checked here again.
+            CpuPath::Avx2 if std::is_x86_feature_detected!("avx2") => unsafe {
+                backward_chunk_avx2::<Q>(d, xs, gs, probs, params)
+            },
+            _ => backward_chunk_elementwise::<Q>(d, xs, gs, probs, params),
         })
         .collect();
     let mut dp = vec![0f64; k];

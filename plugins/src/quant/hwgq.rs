@@ -32,24 +32,24 @@ impl ElementQuantizer for HwgqElement {
     const PARAMS: usize = 3;
     const CUDA_SOURCE: &'static str = include_str!("hwgq.cu");
 
+    // Both functions are written without early returns or short-circuits (selects only), so
+    // the kernels' loops over elements vectorise; the values are those of the plain
+    // `if x < 0 {0} else if x > thr {thr} else {x}` form, NaN and -0.0 included.
     #[inline(always)]
     fn q(x: f32, prm: &[f32]) -> f32 {
+        let relu = if x < 0.0 { 0.0 } else { x };
+        let c = if relu > prm[1] { prm[1] } else { relu };
+        let quantized = (c / prm[0]).round_ties_even() * prm[0];
         if prm[2] != 0.0 {
-            return if x < 0.0 { 0.0 } else { x };
-        }
-        let c = if x < 0.0 {
-            0.0
-        } else if x > prm[1] {
-            prm[1]
+            relu
         } else {
-            x
-        };
-        (c / prm[0]).round_ties_even() * prm[0]
+            quantized
+        }
     }
 
     #[inline(always)]
     fn ste(x: f32, prm: &[f32]) -> f32 {
-        let inside = if prm[2] != 0.0 { x >= 0.0 } else { x >= 0.0 && x <= prm[1] };
+        let inside = (x >= 0.0) & ((prm[2] != 0.0) | (x <= prm[1]));
         if inside {
             1.0
         } else {

@@ -25,7 +25,9 @@
 
 use edmips_core::candle::{DType, Tensor};
 use edmips_core::ops::round::{grad_scale, round_ste};
-use edmips_core::{Error, Operand, Params, Precision, QuantExport, QuantParam, Quantizer, Result, Rounding, Table, UniformQuant};
+use edmips_core::{
+    Error, Operand, Params, Precision, QuantExport, QuantParam, Quantizer, Result, Rounding, Table, UniformQuant,
+};
 
 use super::unsupported;
 
@@ -177,7 +179,14 @@ impl Quantizer for Lsq {
             return Err(Error::msg(format!("lsq export: the step must be a scalar, found {} values", s.len())));
         };
         let uniform = |scale: f32, zero_point: f32, signed: bool| {
-            QuantExport::Uniform(UniformQuant { scale, zero_point, bits, signed, narrow: false, rounding: Rounding::HalfEven })
+            QuantExport::Uniform(UniformQuant {
+                scale,
+                zero_point,
+                bits,
+                signed,
+                narrow: false,
+                rounding: Rounding::HalfEven,
+            })
         };
         Ok(Some(match Levels::of(operand, bits) {
             Levels::Binary => uniform(2.0 * s, 0.5, false),
