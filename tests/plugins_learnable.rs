@@ -281,3 +281,28 @@ fn bitops_counts_the_stem_and_classifier_at_8_bits_under_the_hawq_policy() {
     let e = build_cost(&m, &graph, &mode).unwrap_err().to_string();
     assert!(e.contains("fixed_layers"), "{e}");
 }
+
+#[test]
+fn a_search_suggests_the_retrain_configuration_with_its_quantizers() {
+    use edmips::cli::search::retrain_config;
+    let model = |name: &str| {
+        let mut c = cfg(name);
+        c.model.num_classes = 10;
+        c.model
+    };
+    // The default job's model (fitted to the embedded data) still maps to quantres20_cfg.
+    assert_eq!(retrain_config("mixres20_w1234a234", &model("mixres20_w1234a234")), "quantres20_cfg");
+    assert_eq!(retrain_config("mixres20_lsq_w1234a234", &model("mixres20_lsq_w1234a234")), "quantres20_lsq_cfg");
+    assert_eq!(
+        retrain_config("mixres20_pact_gumbel_w1234a234", &model("mixres20_pact_gumbel_w1234a234")),
+        "quantres20_pact_cfg"
+    );
+    assert_eq!(
+        retrain_config("mixres20_dorefa_w1234a234", &model("mixres20_dorefa_w1234a234")),
+        "quantres20_cfg --set model.weight_quantizer.id=dorefa"
+    );
+    assert_eq!(
+        retrain_config("mixres18_lsq_w1234a234", &model("mixres18_lsq_w1234a234")),
+        "quantres18_cfg --set model.act_quantizer.id=lsq --set model.weight_quantizer.id=lsq"
+    );
+}

@@ -89,33 +89,44 @@ pub fn run_search(args: &SearchArgs) -> Result<()> {
 }
 
 /// The registered configuration that retrains the architecture a search with model `model`
-/// finds: the one with the same backbone, classes and quantizers whose bits come from an
-/// architecture file (`mixres18_w1234a234` -> `quantres18_cfg`, `mixres20_lsq_w1234a234` ->
-/// `quantres20_lsq_cfg`). Without one, the `quant*_cfg` of the backbone with `--set` overrides
-/// for the quantizers.
+/// finds: one whose bits come from an architecture file, with the same backbone and the same
+/// quantizers (`mixres18_w1234a234` -> `quantres18_cfg`, `mixres20_lsq_w1234a234` ->
+/// `quantres20_lsq_cfg`), preferring the `quant*_cfg` named after the search. Without one, that
+/// `quant*_cfg` with `--set` overrides for the quantizers it does not share.
 pub fn retrain_config(arch: &str, model: &edmips_core::ModelConfig) -> String {
     use edmips_core::registry::{self, PluginKind};
     use edmips_core::{FixedBits, PluginSpec, QuantMode};
-    let matches = |c: &edmips_core::ModelConfig| {
-        matches!(c.mode, QuantMode::Fixed { bits: FixedBits::ArchFile })
-            && c.backbone == model.backbone
-            && c.num_classes == model.num_classes
-            && c.act_quantizer == model.act_quantizer
-            && c.weight_quantizer == model.weight_quantizer
+    let build = |id: &str| registry::build_config(&PluginSpec::new(id)).ok();
+    let retrains = |c: &edmips_core::ModelConfig| {
+        matches!(c.mode, QuantMode::Fixed { bits: FixedBits::ArchFile }) && c.backbone.id == model.backbone.id
     };
+    let same_quantizers = |c: &edmips_core::ModelConfig| {
+        c.act_quantizer == model.act_quantizer && c.weight_quantizer == model.weight_quantizer
+    };
+    let base = arch.strip_prefix("mix").and_then(|r| r.split_once('_')).map(|(net, _)| format!("quant{net}_cfg"));
+    if let Some(b) = &base {
+        if build(b).is_some_and(|c| retrains(&c) && same_quantizers(&c)) {
+            return b.clone();
+        }
+    }
     let ids: Vec<String> =
         registry::list(PluginKind::Config).map(|l| l.into_iter().map(|e| e.id).collect()).unwrap_or_default();
-    let found = ids.iter().find(|id| registry::build_config(&PluginSpec::new(id.as_str())).is_ok_and(|c| matches(&c)));
-    if let Some(id) = found {
+    if let Some(id) = ids.iter().find(|id| build(id).is_some_and(|c| retrains(&c) && same_quantizers(&c))) {
         return id.clone();
     }
-    let base = match arch.strip_prefix("mix").and_then(|r| r.split_once('_')) {
-        Some((net, _)) => format!("quant{net}_cfg"),
-        None => return format!("<a configuration of {arch} with bits from an architecture file>"),
+    let Some(base) = base else {
+        return format!("<a configuration of {arch} with bits from an architecture file>");
     };
-    let mut s = base;
-    for (key, q) in [("act_quantizer", &model.act_quantizer), ("weight_quantizer", &model.weight_quantizer)] {
-        s += &format!(" --set model.{key}.id={}", q.id);
+    let mut s = base.clone();
+    if let Some(b) = build(&base) {
+        for (key, want, has) in [
+            ("act_quantizer", &model.act_quantizer, &b.act_quantizer),
+            ("weight_quantizer", &model.weight_quantizer, &b.weight_quantizer),
+        ] {
+            if want != has {
+                s += &format!(" --set model.{key}.id={}", want.id);
+            }
+        }
     }
     s
 }
