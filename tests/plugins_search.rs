@@ -13,18 +13,7 @@ use edmips::engine::checkpoint;
 use edmips::engine::{run, RunConfig, RunKind};
 
 fn cfg(name: &str) -> RunConfig {
-    edmips::link_builtins();
-    let mut c = RunConfig::named(name).unwrap();
-    edmips::cli::default_job::fit_embedded_data(&mut c);
-    c.model.num_classes = 10;
-    let t = &mut c.train;
-    t.epochs = 1;
-    t.batch_size = 16;
-    t.workers = 2;
-    t.max_steps_per_epoch = Some(3);
-    t.max_val_batches = Some(1);
-    t.complexity_decay = 0.01;
-    c
+    common::short_embedded_run(name)
 }
 
 #[test]

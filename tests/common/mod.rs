@@ -190,3 +190,20 @@ pub fn tmp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     d
 }
+
+/// The run configuration `name` fitted to the embedded data for a short plugin run: 1 epoch of
+/// 3 steps at batch 16, one validation batch, `cd` 0.01 (the plugin tests' shared setup).
+pub fn short_embedded_run(name: &str) -> edmips::engine::RunConfig {
+    edmips::link_builtins();
+    let mut c = edmips::engine::RunConfig::named(name).unwrap();
+    edmips::cli::default_job::fit_embedded_data(&mut c);
+    c.model.num_classes = 10;
+    let t = &mut c.train;
+    t.epochs = 1;
+    t.batch_size = 16;
+    t.workers = 2;
+    t.max_steps_per_epoch = Some(3);
+    t.max_val_batches = Some(1);
+    t.complexity_decay = 0.01;
+    c
+}

@@ -210,9 +210,9 @@ fn backward_chunk_avx2<Q: ElementQuantizer>(
     backward_chunk::<Q>(d, xs, gs, probs, params)
 }
 
-/// The element-by-element kernels the branch-by-branch loops replaced, single-threaded:
+/// The element-by-element kernels (the portable path's chunk functions), single-threaded:
 /// `(y, dx, dp)` for upstream gradient `g`, with the same chunking of the `dp` partial sums. The
-/// slow path the fast kernels are tested against ([`cpu_forward_on`], [`cpu_backward_on`] must
+/// slow path the vectorised kernels are tested against ([`cpu_forward_on`], [`cpu_backward_on`] must
 /// match it bit for bit) and benchmarked against.
 pub fn cpu_reference<Q: ElementQuantizer>(
     x: &[f32],
@@ -221,20 +221,10 @@ pub fn cpu_reference<Q: ElementQuantizer>(
     g: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let k = probs.len();
-    let branch = |b: usize| &params[b * Q::PARAMS..(b + 1) * Q::PARAMS];
     let (mut y, mut dx, mut dp) = (vec![0f32; x.len()], vec![0f32; x.len()], vec![0f64; k]);
-    for (c, (xs, gs)) in x.chunks(CHUNK).zip(g.chunks(CHUNK)).enumerate() {
-        let mut part = [0f64; MAX_BRANCHES];
-        for (i, (&xe, &ge)) in xs.iter().zip(gs).enumerate() {
-            let (mut acc, mut s) = (0f32, 0f32);
-            for b in 0..k {
-                acc += probs[b] * Q::q(xe, branch(b));
-                s += probs[b] * Q::ste(xe, branch(b));
-                part[b] += Q::q(xe, branch(b)) as f64 * ge as f64;
-            }
-            y[c * CHUNK + i] = acc;
-            dx[c * CHUNK + i] = ge * s;
-        }
+    for (((o, d), xs), gs) in y.chunks_mut(CHUNK).zip(dx.chunks_mut(CHUNK)).zip(x.chunks(CHUNK)).zip(g.chunks(CHUNK)) {
+        forward_chunk_elementwise::<Q>(o, xs, probs, params);
+        let part = backward_chunk_elementwise::<Q>(d, xs, gs, probs, params);
         for b in 0..k {
             dp[b] += part[b];
         }
