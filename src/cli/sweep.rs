@@ -25,6 +25,11 @@ pub struct SweepArgs {
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// `key=value` override applied last to every run of the sweep (repeatable), e.g.
+    /// `--set train.epochs=1 --set train.max_steps_per_epoch=2` for a smoke-size pass over a
+    /// sweep file.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
 }
 
 /// Runs `edmips sweep`.
@@ -47,9 +52,10 @@ pub fn run(args: &SweepArgs) -> Result<()> {
         data: args.data.clone(),
         device: parse_device(&args.device)?,
         workers: args.workers,
+        sets: args.sets.clone(),
         interrupt: interrupt.clone(),
     };
-    let cells = spec.expand().len() + spec.baselines.len();
+    let cells = spec.len();
     println!("sweep `{name}`: {cells} cells -> {}", out.display());
     let rows = match run_sweep(&spec, &opts) {
         Ok(r) => r,
@@ -60,10 +66,12 @@ pub fn run(args: &SweepArgs) -> Result<()> {
     };
     let failed = rows.iter().filter(|r| r.status != "done").count();
     println!(
-        "\nsweep finished: {} cells, {failed} failed; results in {} (results.md, results.csv, results.json, pareto.svg)",
+        "\nsweep finished: {} cells, {failed} failed; results in {} (results.md/.csv/.json, summary.md/.json, pareto.svg)",
         rows.len(),
         out.display()
     );
     print!("{}", std::fs::read_to_string(out.join("results.md")).unwrap_or_default());
+    println!("\nper arm, over seeds:");
+    print!("{}", std::fs::read_to_string(out.join("summary.md")).unwrap_or_default());
     Ok(())
 }

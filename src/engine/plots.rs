@@ -226,8 +226,13 @@ pub fn pareto(rows: &[super::sweep::CellResult]) -> Result<String> {
         for (gi, g) in groups.iter().enumerate() {
             let mine: Vec<(f64, f64)> = pts.iter().filter(|p| &p.0 == g).map(|p| (p.1, p.2)).collect();
             if g == "uniform baselines" {
-                let mut line = mine.clone();
-                line.sort_by(|a, b| a.0.total_cmp(&b.0));
+                // With seeds, several points share a bit: the line joins the mean per bit.
+                let mut line: Vec<(f64, f64)> = Vec::new();
+                let mut sorted = mine.clone();
+                sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+                for chunk in sorted.chunk_by(|a, b| (a.0 - b.0).abs() < 1e-9) {
+                    line.push((chunk[0].0, chunk.iter().map(|p| p.1).sum::<f64>() / chunk.len() as f64));
+                }
                 chart
                     .draw_series(LineSeries::new(line, BLACK.stroke_width(2)))
                     .map_err(err)?
