@@ -1,28 +1,14 @@
 //! Bad data sets give clear errors at open time (or, for undecodable images, when loaded).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use edmips::data::{self, DataFormat, DataOptions, Loader, LoaderConfig};
 use edmips_core::candle::Device;
 use edmips_core::InputSpec;
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("edmips-data-errors-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::TempDir;
 
 /// A 2x2 binary PPM image of one colour.
 fn ppm(v: u8) -> Vec<u8> {
@@ -50,7 +36,7 @@ fn spec2() -> InputSpec {
 
 #[test]
 fn a_corrupt_image_stops_the_epoch_naming_the_file() {
-    let t = TempDir::new("corrupt");
+    let t = TempDir::new("data-errors-corrupt");
     write_folder(
         &t.0,
         &[
@@ -88,12 +74,12 @@ fn a_missing_path_or_split_is_reported() {
     let e = open_err(Path::new("/nonexistent/edmips-data"));
     assert!(e.contains("`/nonexistent/edmips-data` does not exist"), "{e}");
 
-    let t = TempDir::new("nosplit");
+    let t = TempDir::new("data-errors-nosplit");
     write_folder(&t.0, &[("train", "a", "0.ppm", ppm(1))]);
     let e = open_err(&t.0);
     assert!(e.contains("no val/ directory"), "{e}");
 
-    let t = TempDir::new("notrain");
+    let t = TempDir::new("data-errors-notrain");
     write_folder(&t.0, &[("val", "a", "0.ppm", ppm(1))]);
     let e = data::open(&t.0, &DataOptions { format: Some(DataFormat::ImageFolder), skip_bad: false })
         .unwrap_err()
@@ -106,7 +92,7 @@ fn a_missing_path_or_split_is_reported() {
 
 #[test]
 fn an_empty_class_folder_is_reported() {
-    let t = TempDir::new("empty");
+    let t = TempDir::new("data-errors-empty");
     write_folder(
         &t.0,
         &[
@@ -122,7 +108,7 @@ fn an_empty_class_folder_is_reported() {
 
 #[test]
 fn different_class_sets_are_reported() {
-    let t = TempDir::new("classes");
+    let t = TempDir::new("data-errors-classes");
     write_folder(
         &t.0,
         &[
@@ -141,7 +127,7 @@ fn different_class_sets_are_reported() {
 
 #[test]
 fn truncated_cifar_files_give_expected_and_found_sizes() {
-    let t = TempDir::new("cifar");
+    let t = TempDir::new("data-errors-cifar");
     let record = |label: u8| {
         let mut r = vec![label];
         r.extend(std::iter::repeat_n(label * 20, 3072));
@@ -180,7 +166,7 @@ fn truncated_cifar_files_give_expected_and_found_sizes() {
 
 #[test]
 fn truncated_idx_files_give_expected_and_found_sizes() {
-    let t = TempDir::new("idx");
+    let t = TempDir::new("data-errors-idx");
     let header = |magic: u8, dims: &[u32]| {
         let mut h = vec![0, 0, 8, magic];
         for d in dims {
@@ -227,28 +213,28 @@ fn directory_links_that_loop_or_cross_classes_are_refused_and_file_links_followe
         ("val", "b", "1.ppm", ppm(40)),
     ];
     // A link to its own class folder inside it: a loop.
-    let t = TempDir::new("link-loop");
+    let t = TempDir::new("data-errors-link-loop");
     write_folder(&t.0, &files);
     symlink(t.0.join("train/a"), t.0.join("train/a/again")).unwrap();
     let e = open_err(&t.0);
     assert!(e.contains("train/a/again") && e.contains("symbolic link to a directory"), "{e}");
 
     // A link inside a class folder to another class: images under the wrong label.
-    let t = TempDir::new("link-cross");
+    let t = TempDir::new("data-errors-link-cross");
     write_folder(&t.0, &files);
     symlink(t.0.join("train/b"), t.0.join("train/a/b_images")).unwrap();
     assert!(open_err(&t.0).contains("train/a/b_images"));
 
     // A class folder that links to the split's parent: a loop through the data root.
-    let t = TempDir::new("link-parent");
+    let t = TempDir::new("data-errors-link-parent");
     write_folder(&t.0, &files);
     symlink(&t.0, t.0.join("train/c")).unwrap();
     let e = open_err(&t.0);
     assert!(e.contains("train/c") && e.contains("loop"), "{e}");
 
     // Two class folders that are the same directory.
-    let t = TempDir::new("link-twice");
-    let outside = TempDir::new("link-twice-target");
+    let t = TempDir::new("data-errors-link-twice");
+    let outside = TempDir::new("data-errors-link-twice-target");
     write_folder(&t.0, &files);
     write_folder(&outside.0, &[("x", "c", "5.ppm", ppm(50))]);
     symlink(outside.0.join("x/c"), t.0.join("train/c")).unwrap();
@@ -257,9 +243,9 @@ fn directory_links_that_loop_or_cross_classes_are_refused_and_file_links_followe
     assert!(e.contains("`c`") && e.contains("`d`") && e.contains("same directory"), "{e}");
 
     // Allowed: a class folder linking outside the split, and links to files.
-    let t = TempDir::new("link-ok");
+    let t = TempDir::new("data-errors-link-ok");
     write_folder(&t.0, &files);
-    let outside = TempDir::new("link-ok-target");
+    let outside = TempDir::new("data-errors-link-ok-target");
     write_folder(&outside.0, &[("x", "b", "7.ppm", ppm(70)), ("x", "b", "8.ppm", ppm(80))]);
     std::fs::remove_dir_all(t.0.join("train/b")).unwrap();
     symlink(outside.0.join("x/b"), t.0.join("train/b")).unwrap();

@@ -5,29 +5,15 @@
 //! both seeds, the searched architectures at the 2.0-bit budget, BitOps under both stem
 //! conventions, the per-arm summary, the Pareto plot and each search's `arch.svg`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+use common::TempDir;
+
 const SWEEP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/cifar10/sweep.toml");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("edmips-exp-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs the experiment's sweep file at smoke size into `out`; returns its summary.
 fn tiny_sweep(data: Option<&Path>, out: &Path) -> Vec<Value> {
@@ -90,7 +76,7 @@ fn check(out: &Path, arms: &[Value]) {
 
 #[test]
 fn the_experiment_sweep_runs_at_smoke_size_on_the_embedded_data() {
-    let t = TempDir::new("embedded");
+    let t = TempDir::new("exp-embedded");
     let out = t.0.join("sweep");
     let arms = tiny_sweep(None, &out);
     check(&out, &arms);
@@ -100,7 +86,7 @@ fn the_experiment_sweep_runs_at_smoke_size_on_the_embedded_data() {
 fn the_experiment_sweep_runs_at_smoke_size_on_cifar10() {
     let tarball = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10.tar.gz");
     assert!(tarball.is_file(), "this test reads {} (the project's shared/data)", tarball.display());
-    let t = TempDir::new("cifar10");
+    let t = TempDir::new("exp-cifar10");
     let data = t.0.join("cifar10");
     std::fs::create_dir_all(&data).unwrap();
     let st = Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(&data).status().unwrap();

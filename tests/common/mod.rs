@@ -191,6 +191,24 @@ pub fn tmp_dir(name: &str) -> PathBuf {
     d
 }
 
+/// A fresh temporary folder `edmips-<name>-<pid>` (created), removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates it, removing what a killed earlier run left.
+    pub fn new(name: &str) -> Self {
+        let d = tmp_dir(name);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The run configuration `name` fitted to the embedded data for a short plugin run: 1 epoch of
 /// 3 steps at batch 16, one validation batch, `cd` 0.01 (the plugin tests' shared setup).
 pub fn short_embedded_run(name: &str) -> edmips::engine::RunConfig {
