@@ -114,6 +114,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    crate::engine::memory::tune_allocator();
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {

@@ -7,12 +7,14 @@
 //! * [`arch_report`]: the per-epoch architecture report and `arch.json`.
 //! * [`metrics`], [`plots`]: `metrics.jsonl` and the SVG plots.
 //! * [`bench`]: `edmips bench step`.
+//! * [`memory`]: the allocator settings the command line applies (no page faults per step).
 
 pub mod arch_report;
 pub mod atomic;
 pub mod bench;
 pub mod budget;
 pub mod checkpoint;
+pub mod memory;
 pub mod metrics;
 pub mod optim;
 pub mod plots;
