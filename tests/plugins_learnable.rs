@@ -58,8 +58,8 @@ fn lsq_parameters_are_named_grouped_initialised_from_the_first_batch_and_optimis
     let input = &net.graph().input;
     // A fixed input (an unseeded randn made this test flaky: some draws give the a2 step a
     // gradient too small to move it in f32).
-    let shape = (4, input.channels, input.size, input.size);
-    let fill = edmips::core::init::det_fill(4 * input.channels * input.size * input.size, 11, 1.0);
+    let shape = edmips::core::candle::Shape::from((4, input.channels, input.size, input.size));
+    let fill = edmips::core::init::det_fill(shape.elem_count(), 11, 1.0);
     let x = Tensor::from_vec(fill, shape, &Device::Cpu).unwrap();
     let y = Tensor::new(&[0u32, 1, 2, 3], &Device::Cpu).unwrap();
     train_step(&net, cost.as_ref(), &mut optim, &x, &y, &RelaxContext::default(), 0.01).unwrap();
