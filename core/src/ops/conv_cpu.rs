@@ -40,6 +40,11 @@ impl Geom {
     fn hw_out(&self) -> usize {
         self.oh * self.ow
     }
+    /// A 1×1 stride-1 unpadded convolution: `im2col` is the identity, so the input itself is
+    /// the GEMM operand and the input gradient needs no `col2im`.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == [0; 4]
+    }
 }
 
 /// `y = conv2d(x, w)` on CPU (f32, contiguous inputs), with gradients to both.
@@ -72,24 +77,46 @@ fn geom(xl: &Layout, wl: &Layout, stride: usize, pad: [usize; 4]) -> candle_core
     Ok(Geom { n, c, h, w, o, kh, kw, stride, pad, oh: (hp - kh) / stride + 1, ow: (wp - kw) / stride + 1 })
 }
 
+/// The output columns `[lo, hi)` whose input column `ox·s + j - pl` lies inside `0..w` for
+/// kernel column `j` (every other output column reads the zero padding).
+fn valid_cols(g: &Geom, j: usize) -> (usize, usize) {
+    let pl = g.pad[2];
+    let lo = if pl > j { (pl - j).div_ceil(g.stride) } else { 0 };
+    let hi = if g.w + pl > j { ((g.w - 1 + pl - j) / g.stride + 1).min(g.ow) } else { 0 };
+    (lo.min(hi), hi)
+}
+
 /// `cols[(c·kh + i)·kw + j][oy·ow + ox] = x[c][oy·s + i - pt][ox·s + j - pl]` (0 outside).
+///
+/// Each output row is split once into its padded edges (zero-filled) and its valid middle,
+/// which is a contiguous copy at stride 1 and a strided gather otherwise: no per-element
+/// bounds test.
 fn im2col(g: &Geom, x: &[f32], cols: &mut [f32]) {
-    let hw = g.hw_out();
-    for c in 0..g.c {
-        for i in 0..g.kh {
-            for j in 0..g.kw {
+    let (hw, s) = (g.hw_out(), g.stride);
+    for j in 0..g.kw {
+        let (lo, hi) = valid_cols(g, j);
+        // First input column read by output column `lo` (0 when the range is empty).
+        let x0 = (lo * s + j).saturating_sub(g.pad[2]);
+        for c in 0..g.c {
+            for i in 0..g.kh {
                 let row = &mut cols[((c * g.kh + i) * g.kw + j) * hw..][..hw];
                 for oy in 0..g.oh {
-                    let iy = (oy * g.stride + i) as isize - g.pad[0] as isize;
+                    let iy = (oy * s + i) as isize - g.pad[0] as isize;
                     let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                    if iy < 0 || iy >= g.h as isize {
+                    if iy < 0 || iy >= g.h as isize || lo == hi {
                         dst.fill(0.0);
                         continue;
                     }
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
                     let src = &x[(c * g.h + iy as usize) * g.w..][..g.w];
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        let ix = (ox * g.stride + j) as isize - g.pad[2] as isize;
-                        *d = if ix < 0 || ix >= g.w as isize { 0.0 } else { src[ix as usize] };
+                    let mid = &mut dst[lo..hi];
+                    if s == 1 {
+                        mid.copy_from_slice(&src[x0..x0 + mid.len()]);
+                    } else {
+                        for (k, d) in mid.iter_mut().enumerate() {
+                            *d = src[x0 + k * s];
+                        }
                     }
                 }
             }
@@ -97,24 +124,33 @@ fn im2col(g: &Geom, x: &[f32], cols: &mut [f32]) {
     }
 }
 
-/// The adjoint of [`im2col`]: `dx[c][iy][ix] += dcols[...]`.
+/// The adjoint of [`im2col`]: `dx[c][iy][ix] = Σ dcols[...]` over the windows that read it.
 fn col2im(g: &Geom, dcols: &[f32], dx: &mut [f32]) {
     dx.fill(0.0);
-    let hw = g.hw_out();
+    let (hw, s) = (g.hw_out(), g.stride);
     for c in 0..g.c {
         for i in 0..g.kh {
             for j in 0..g.kw {
+                let (lo, hi) = valid_cols(g, j);
+                if lo == hi {
+                    continue;
+                }
+                let x0 = lo * s + j - g.pad[2];
                 let row = &dcols[((c * g.kh + i) * g.kw + j) * hw..][..hw];
                 for oy in 0..g.oh {
-                    let iy = (oy * g.stride + i) as isize - g.pad[0] as isize;
+                    let iy = (oy * s + i) as isize - g.pad[0] as isize;
                     if iy < 0 || iy >= g.h as isize {
                         continue;
                     }
                     let dst = &mut dx[(c * g.h + iy as usize) * g.w..][..g.w];
-                    for (ox, &v) in row[oy * g.ow..(oy + 1) * g.ow].iter().enumerate() {
-                        let ix = (ox * g.stride + j) as isize - g.pad[2] as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            dst[ix as usize] += v;
+                    let mid = &row[oy * g.ow + lo..oy * g.ow + hi];
+                    if s == 1 {
+                        for (d, &v) in dst[x0..x0 + mid.len()].iter_mut().zip(mid) {
+                            *d += v;
+                        }
+                    } else {
+                        for (k, &v) in mid.iter().enumerate() {
+                            dst[x0 + k * s] += v;
                         }
                     }
                 }
@@ -181,10 +217,17 @@ impl CustomOp2 for ConvOp {
         let (x, w) = (cpu_slice(s1, l1, "conv input")?, cpu_slice(s2, l2, "conv kernel")?);
         let (ck, hw) = (g.ck(), g.hw_out());
         let mut y = vec![0f32; g.n * g.o * hw];
+        let chw = g.c * g.h * g.w;
         y.par_chunks_mut(g.o * hw).enumerate().for_each_init(
-            || vec![0f32; ck * hw],
+            || if g.pointwise() { Vec::new() } else { vec![0f32; ck * hw] },
             |cols, (b, yb)| {
-                im2col(&g, &x[b * g.c * g.h * g.w..][..g.c * g.h * g.w], cols);
+                let xb = &x[b * chw..][..chw];
+                let cols: &[f32] = if g.pointwise() {
+                    xb
+                } else {
+                    im2col(&g, xb, cols);
+                    cols
+                };
                 // y_b[o, hw] = W[o, ck] · cols[ck, hw]
                 matmul(g.o, hw, ck, yb, false, w, ck as isize, 1, cols, hw as isize, 1);
             },
@@ -231,10 +274,15 @@ impl CustomOp3 for ConvBwdOp {
         let (dx, dw) = out.split_at_mut(nx);
         // dx_b = col2im(Wᵀ[ck, o] · gy_b[o, hw]), independently per sample.
         dx.par_chunks_mut(chw).enumerate().for_each_init(
-            || vec![0f32; ck * hw],
+            || if g.pointwise() { Vec::new() } else { vec![0f32; ck * hw] },
             |dcols, (b, dxb)| {
-                matmul(ck, hw, g.o, dcols, false, w, 1, ck as isize, &gy[b * g.o * hw..][..g.o * hw], hw as isize, 1);
-                col2im(&g, dcols, dxb);
+                let gyb = &gy[b * g.o * hw..][..g.o * hw];
+                if g.pointwise() {
+                    matmul(ck, hw, g.o, dxb, false, w, 1, ck as isize, gyb, hw as isize, 1);
+                } else {
+                    matmul(ck, hw, g.o, dcols, false, w, 1, ck as isize, gyb, hw as isize, 1);
+                    col2im(&g, dcols, dxb);
+                }
             },
         );
         // dW = Σ_b gy_b[o, hw] · cols_bᵀ[hw, ck], in fixed groups of samples.
@@ -243,11 +291,17 @@ impl CustomOp3 for ConvBwdOp {
             .into_par_iter()
             .map(|grp| {
                 let mut acc = vec![0f32; g.o * ck];
-                let mut cols = vec![0f32; ck * hw];
+                let mut buf = if g.pointwise() { Vec::new() } else { vec![0f32; ck * hw] };
                 for b in grp * per..((grp + 1) * per).min(g.n) {
-                    im2col(&g, &x[b * chw..][..chw], &mut cols);
+                    let xb = &x[b * chw..][..chw];
+                    let cols: &[f32] = if g.pointwise() {
+                        xb
+                    } else {
+                        im2col(&g, xb, &mut buf);
+                        &buf
+                    };
                     let gyb = &gy[b * g.o * hw..][..g.o * hw];
-                    matmul(g.o, ck, hw, &mut acc, b > grp * per, gyb, hw as isize, 1, &cols, 1, hw as isize);
+                    matmul(g.o, ck, hw, &mut acc, b > grp * per, gyb, hw as isize, 1, cols, 1, hw as isize);
                 }
                 acc
             })
@@ -297,6 +351,9 @@ mod tests {
             ([2, 8, 7, 7], [4, 8, 1, 1], 2, 0),
             ([1, 2, 11, 11], [3, 2, 5, 5], 1, 2),
             ([2, 3, 13, 13], [4, 3, 7, 7], 2, 3),
+            ([3, 5, 6, 6], [7, 5, 1, 1], 1, 0),
+            ([2, 3, 10, 10], [4, 3, 3, 3], 3, 2),
+            ([2, 2, 5, 5], [3, 2, 3, 3], 2, 4),
         ] {
             let x = crate::init::det_fill(xs.iter().product(), 1, 1.0);
             let w = crate::init::det_fill(ws.iter().product(), 2, 0.3);
@@ -308,6 +365,93 @@ mod tests {
                 assert!(err < 1e-4, "{what} differs by {err} for {xs:?} {ws:?} s{stride} p{p}");
             }
         }
+    }
+
+    /// The per-element im2col this file used before the edge/middle split: the slow path the
+    /// fast one replaces.
+    fn im2col_naive(g: &Geom, x: &[f32]) -> Vec<f32> {
+        let hw = g.hw_out();
+        let mut cols = vec![f32::NAN; g.ck() * hw];
+        for c in 0..g.c {
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    for oy in 0..g.oh {
+                        for ox in 0..g.ow {
+                            let iy = (oy * g.stride + i) as isize - g.pad[0] as isize;
+                            let ix = (ox * g.stride + j) as isize - g.pad[2] as isize;
+                            let inside = iy >= 0 && ix >= 0 && iy < g.h as isize && ix < g.w as isize;
+                            cols[((c * g.kh + i) * g.kw + j) * hw + oy * g.ow + ox] =
+                                if inside { x[(c * g.h + iy as usize) * g.w + ix as usize] } else { 0.0 };
+                        }
+                    }
+                }
+            }
+        }
+        cols
+    }
+
+    /// im2col and col2im against the per-element versions, bitwise, on strides 1-3, square and
+    /// rectangular kernels, asymmetric padding wider than the kernel, and windows that read
+    /// only padding.
+    #[test]
+    fn im2col_and_col2im_match_the_per_element_versions() {
+        let mut cases = 0;
+        for (c, h, w) in [(2, 7, 9), (1, 5, 4), (3, 8, 8)] {
+            for (kh, kw) in [(3, 3), (1, 1), (1, 7), (5, 2)] {
+                for stride in 1..=3 {
+                    for pad in [[0, 0, 0, 0], [1, 1, 1, 1], [0, 2, 3, 1], [4, 0, 0, 5]] {
+                        let (hp, wp) = (h + pad[0] + pad[1], w + pad[2] + pad[3]);
+                        if hp < kh || wp < kw {
+                            continue;
+                        }
+                        let g = Geom {
+                            n: 1,
+                            c,
+                            h,
+                            w,
+                            o: 1,
+                            kh,
+                            kw,
+                            stride,
+                            pad,
+                            oh: (hp - kh) / stride + 1,
+                            ow: (wp - kw) / stride + 1,
+                        };
+                        let x = crate::init::det_fill(c * h * w, 7, 1.0);
+                        let mut cols = vec![f32::NAN; g.ck() * g.hw_out()];
+                        im2col(&g, &x, &mut cols);
+                        let want = im2col_naive(&g, &x);
+                        assert_eq!(cols, want, "im2col {g:?}");
+                        // col2im is the adjoint: a scatter-add along the naive map, in the same
+                        // (i, j, oy, ox) order, so the sums agree bitwise.
+                        let d = crate::init::det_fill(cols.len(), 8, 1.0);
+                        let mut dx = vec![f32::NAN; x.len()];
+                        col2im(&g, &d, &mut dx);
+                        let mut want_dx = vec![0f32; x.len()];
+                        let hw = g.hw_out();
+                        for cc in 0..c {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    for oy in 0..g.oh {
+                                        for ox in 0..g.ow {
+                                            let iy = (oy * stride + i) as isize - pad[0] as isize;
+                                            let ix = (ox * stride + j) as isize - pad[2] as isize;
+                                            if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize {
+                                                want_dx[(cc * h + iy as usize) * w + ix as usize] +=
+                                                    d[((cc * kh + i) * kw + j) * hw + oy * g.ow + ox];
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        assert_eq!(dx, want_dx, "col2im {g:?}");
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert!(cases > 100, "only {cases} geometries ran");
     }
 
     #[test]
