@@ -166,6 +166,22 @@ fn col2im(g: &Geom, dcols: &[f32], dx: &mut [f32]) {
     }
 }
 
+/// `dst[c][r] = src[r][c]` for a row-major `rows × cols` source, in square tiles so both
+/// sides stay in cache (a plain strided scatter of a ResNet-18 dW (512 × 4608) was 17% of a
+/// retrain step).
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
 /// Row-major `dst[m×n] = (accumulate ? dst : 0) + a[m×k]·b[k×n]`, where `a` and `b` may be
 /// given transposed through their strides.
 #[allow(clippy::too_many_arguments)]
@@ -239,11 +255,7 @@ impl CustomOp2 for ConvOp {
                     // y_bᵀ[hw, o] = cols_bᵀ[hw, ck] · Wᵀ[ck, o], then y_b = (y_bᵀ)ᵀ.
                     yt.resize(hw * g.o, 0.0);
                     matmul(hw, g.o, ck, yt, false, cols, 1, hw as isize, w, 1, ck as isize);
-                    for (p, row) in yt.chunks_exact(g.o).enumerate() {
-                        for (oc, &v) in row.iter().enumerate() {
-                            yb[oc * hw + p] = v;
-                        }
-                    }
+                    transpose(yt, hw, g.o, yb);
                 } else {
                     // y_b[o, hw] = W[o, ck] · cols[ck, hw]
                     matmul(g.o, hw, ck, yb, false, w, ck as isize, 1, cols, hw as isize, 1);
@@ -326,13 +338,15 @@ impl CustomOp3 for ConvBwdOp {
                 acc
             })
             .collect();
+        // Σ over groups in group order (contiguous adds, `0 + p_0 + p_1 + ...` per element as
+        // before), then one blocked transpose dWᵀ[ck, o] → dW[o, ck].
+        let mut sum_t = vec![0f32; ck * g.o];
         for p in &partial {
-            for (q, row) in p.chunks_exact(g.o).enumerate() {
-                for (oc, &v) in row.iter().enumerate() {
-                    dw[oc * ck + q] += v;
-                }
+            for (d, &v) in sum_t.iter_mut().zip(p) {
+                *d += v;
             }
         }
+        transpose(&sum_t, ck, g.o, dw);
         Ok((CpuStorage::F32(out), Shape::from(nx + g.o * ck)))
     }
 }
@@ -477,6 +491,20 @@ mod tests {
             }
         }
         assert!(cases > 100, "only {cases} geometries ran");
+    }
+
+    #[test]
+    fn tiled_transpose_matches_the_definition() {
+        for (rows, cols) in [(1, 1), (3, 70), (33, 31), (64, 64), (100, 5)] {
+            let src = crate::init::det_fill(rows * cols, 11, 1.0);
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose(&src, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}x{cols} at ({r}, {c})");
+                }
+            }
+        }
     }
 
     #[test]

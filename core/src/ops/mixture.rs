@@ -10,8 +10,8 @@
 //! * forward: `out[e] = 0 + p_0·q(x_e; θ_0) + p_1·q(x_e; θ_1) + ...` in f32, in branch order
 //!   (the reference's summation order);
 //! * backward, given `g = dL/dx̂`: `dx[e] = g[e] · Σ_i p_i · ste(x_e; θ_i)` and
-//!   `dp_i = Σ_e q(x_e; θ_i) · g[e]`, accumulated in f64 per fixed-size chunk and summed in
-//!   chunk order, so the result does not depend on the number of threads.
+//!   `dp_i = Σ_e q(x_e; θ_i) · g[e]`, accumulated in f64 in fixed lanes per fixed-size chunk
+//!   and summed in chunk order, so the result does not depend on the number of threads.
 //!
 //! The branch parameters are a tensor computed on the device by ordinary tensor ops (the
 //! Gaussian quantizer's steps depend on `std(W)`), so nothing waits for the host.
@@ -36,6 +36,18 @@ pub const MAX_BRANCHES: usize = 16;
 /// Elements per work chunk of the CPU kernels. Fixed, so partial sums (and thus results)
 /// are the same whatever the number of threads.
 pub const CHUNK: usize = 1 << 14;
+
+/// Lanes the `dp` partial sums of one chunk are kept in: element `e` of a chunk adds to lane
+/// `e % DP_LANES`, and the lanes are summed pairwise at the end of the chunk, so the f64
+/// accumulation vectorises (one serial add chain per element was 9% of a ResNet-20 search step)
+/// and stays a fixed order on every path and thread count.
+const DP_LANES: usize = 8;
+
+/// The fixed pairwise sum of the lanes: `((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`.
+#[inline(always)]
+fn sum_lanes(l: &[f64; DP_LANES]) -> f64 {
+    ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+}
 
 /// A per-element quantizer family, the unit the fused mixture op is generic over.
 pub trait ElementQuantizer: Send + Sync + 'static {
@@ -130,7 +142,8 @@ fn forward_chunk<Q: ElementQuantizer>(o: &mut [f32], xs: &[f32], probs: &[f32], 
 }
 
 /// Backward over one chunk: `d[e] = g[e] · Σ_b p_b·ste_b(x_e)` (vectorised loops, the sum in
-/// branch order), and returns `dp_b = Σ_e q_b(x_e)·g[e]` accumulated in f64 in element order.
+/// branch order), and returns `dp_b = Σ_e q_b(x_e)·g[e]` accumulated in f64 in
+/// [`DP_LANES`] lanes.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn backward_chunk<Q: ElementQuantizer>(
@@ -147,11 +160,18 @@ fn backward_chunk<Q: ElementQuantizer>(
         for (de, &xe) in d.iter_mut().zip(xs) {
             *de += p * Q::ste(xe, prm);
         }
-        let mut acc = 0f64;
-        for (&xe, &ge) in xs.iter().zip(gs) {
-            acc += Q::q(xe, prm) as f64 * ge as f64;
+        let mut lanes = [0f64; DP_LANES];
+        let (xc, gc) = (xs.chunks_exact(DP_LANES), gs.chunks_exact(DP_LANES));
+        let (xr, gr) = (xc.remainder(), gc.remainder());
+        for (xv, gv) in xc.zip(gc) {
+            for l in 0..DP_LANES {
+                lanes[l] += Q::q(xv[l], prm) as f64 * gv[l] as f64;
+            }
         }
-        dp[b] = acc;
+        for (l, (&xe, &ge)) in xr.iter().zip(gr).enumerate() {
+            lanes[l] += Q::q(xe, prm) as f64 * ge as f64;
+        }
+        dp[b] = sum_lanes(&lanes);
     }
     for (de, &ge) in d.iter_mut().zip(gs) {
         *de *= ge;
@@ -179,15 +199,19 @@ fn backward_chunk_elementwise<Q: ElementQuantizer>(
     probs: &[f32],
     params: &[f32],
 ) -> [f64; MAX_BRANCHES] {
-    let mut dp = [0f64; MAX_BRANCHES];
-    for ((de, &xe), &ge) in d.iter_mut().zip(xs).zip(gs) {
+    let mut lanes = [[0f64; DP_LANES]; MAX_BRANCHES];
+    for (e, ((de, &xe), &ge)) in d.iter_mut().zip(xs).zip(gs).enumerate() {
         let mut s = 0.0f32;
         for (b, &p) in probs.iter().enumerate() {
             let prm = &params[b * Q::PARAMS..(b + 1) * Q::PARAMS];
             s += p * Q::ste(xe, prm);
-            dp[b] += Q::q(xe, prm) as f64 * ge as f64;
+            lanes[b][e % DP_LANES] += Q::q(xe, prm) as f64 * ge as f64;
         }
         *de = ge * s;
+    }
+    let mut dp = [0f64; MAX_BRANCHES];
+    for (d, l) in dp.iter_mut().zip(&lanes) {
+        *d = sum_lanes(l);
     }
     dp
 }
