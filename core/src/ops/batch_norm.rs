@@ -138,10 +138,40 @@ fn fused_train(x: &Tensor, p: &BatchNormParams, c: usize) -> Result<(Tensor, Ten
         None => Tensor::zeros(c, DType::F32, dev)?,
     };
     let x = x.contiguous()?;
+    let (w, b) = (w.contiguous()?, b.contiguous()?);
+    if dev.is_cpu() {
+        return fused_train_cpu(&x, &w, &b, p.eps, c);
+    }
     let n = x.elem_count();
-    let packed = x.apply_op3(&w.contiguous()?, &b.contiguous()?, BnTrain { eps: p.eps })?;
+    let packed = x.apply_op3(&w, &b, BnTrain { eps: p.eps })?;
     let y = packed.narrow(0, 0, n)?.reshape(x.shape())?;
     Ok((y, packed.narrow(0, n, c)?.detach(), packed.narrow(0, n + c, c)?.detach()))
+}
+
+/// The CPU train-mode forward: the statistics are computed on the host first and handed to
+/// the op, whose only output is `y` itself. (A packed `[y, mean, var]` output, as CUDA has,
+/// puts a `narrow` and a `reshape` into the autograd graph, and candle's backward of each
+/// allocates, zero-fills and adds a gradient the size of the activation: three extra passes
+/// per batch norm.) Values are the same as the packed op's, bit for bit.
+fn fused_train_cpu(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, c: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, _, h, wd) = x.dims4()?;
+    let stats = {
+        let (st, l) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(cs) = &*st else {
+            return Err(Error::msg("batch norm: the CPU path got a tensor on another device"));
+        };
+        channel_stats(cpu_slice(cs, l, "batch norm")?, n, c, h * wd)
+    };
+    let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
+    let var: Vec<f32> = stats.iter().map(|s| s.1 as f32).collect();
+    let dev = x.device();
+    let (mean, var) = (Tensor::from_vec(mean, c, dev)?, Tensor::from_vec(var, c, dev)?);
+    let y = x.apply_op3(
+        w,
+        b,
+        BnTrainCpu { eps, stats: std::sync::Arc::new(stats), mean_var: Tensor::cat(&[&mean, &var], 0)? },
+    )?;
+    Ok((y, mean, var))
 }
 
 /// Per-channel f64 statistics of an `[N, C, HW]` slice: `(mean, biased variance)`.
@@ -176,6 +206,75 @@ struct BnTrain {
     eps: f64,
 }
 
+/// The CPU train-mode forward `(x, weight, bias) -> y`, given the batch statistics (f64, as
+/// [`channel_stats`] returns them) and the same rounded to f32 (`[mean (C), var (C)]`, what the
+/// backward reads).
+struct BnTrainCpu {
+    eps: f64,
+    stats: std::sync::Arc<Vec<(f64, f64)>>,
+    mean_var: Tensor,
+}
+
+/// `y = x·a + d` per channel with `a = w/√(var+ε)` and `d = b − mean·a` (f64, rounded once).
+fn normalize_cpu(x: &[f32], w: &[f32], b: &[f32], stats: &[(f64, f64)], eps: f64, c: usize, hw: usize, y: &mut [f32]) {
+    let coef: Vec<(f32, f32)> = stats
+        .iter()
+        .enumerate()
+        .map(|(ci, &(mean, var))| {
+            let scale = w[ci] as f64 / (var + eps).sqrt();
+            (scale as f32, (b[ci] as f64 - mean * scale) as f32)
+        })
+        .collect();
+    y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yo, xi))| {
+        let (a, d) = coef[p % c];
+        for (o, &v) in yo.iter_mut().zip(xi) {
+            *o = v * a + d;
+        }
+    });
+}
+
+impl CustomOp3 for BnTrainCpu {
+    fn name(&self) -> &'static str {
+        "edmips-batch-norm-train-cpu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, hw) = dims(l1)?;
+        let x = cpu_slice(s1, l1, "batch norm")?;
+        let w = cpu_slice(s2, l2, "batch norm weight")?;
+        let b = cpu_slice(s3, l3, "batch norm bias")?;
+        if self.stats.len() != c {
+            candle_core::bail!("batch norm: {} channel statistics for {c} channels", self.stats.len());
+        }
+        let mut y = vec![0f32; x.len()];
+        normalize_cpu(x, w, b, &self.stats, self.eps, c, hw, &mut y);
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        grad_y: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c) = (x.elem_count(), w.elem_count());
+        let aux = Tensor::cat(&[&self.mean_var, w], 0)?.contiguous()?;
+        let packed = x.apply_op3_no_bwd(&grad_y.contiguous()?, &aux, &BnTrainBwd { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        Ok((Some(dx), Some(packed.narrow(0, n, c)?), Some(packed.narrow(0, n + c, c)?)))
+    }
+}
+
 /// Fused train-mode backward: `(x, g, aux = [mean, var, weight]) -> [dx (n), dweight (C), dbias (C)]`.
 struct BnTrainBwd {
     eps: f64,
@@ -203,20 +302,7 @@ impl CustomOp3 for BnTrain {
         let total = n * c * hw;
         let mut out = vec![0f32; total + 2 * c];
         let (y, tail) = out.split_at_mut(total);
-        let coef: Vec<(f32, f32)> = stats
-            .iter()
-            .enumerate()
-            .map(|(ci, &(mean, var))| {
-                let scale = w[ci] as f64 / (var + self.eps).sqrt();
-                (scale as f32, (b[ci] as f64 - mean * scale) as f32)
-            })
-            .collect();
-        y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yo, xi))| {
-            let (a, d) = coef[p % c];
-            for (o, &v) in yo.iter_mut().zip(xi) {
-                *o = v * a + d;
-            }
-        });
+        normalize_cpu(x, w, b, &stats, self.eps, c, hw, y);
         for (ci, &(mean, var)) in stats.iter().enumerate() {
             tail[ci] = mean as f32;
             tail[c + ci] = var as f32;
@@ -635,6 +721,47 @@ mod tests {
         for (u, v) in [(a.0, b.0), (a.1, b.1), (a.2, b.2)] {
             for (p, q) in u.iter().zip(&v) {
                 assert!((p - q).abs() < 1e-5 * (1.0 + q.abs()), "{p} vs {q}");
+            }
+        }
+    }
+
+    /// The CPU op with a direct `y` output against the packed `[y, mean, var]` op it replaces
+    /// on the CPU (and that CUDA keeps): values, statistics and all three gradients bit for bit,
+    /// with and without affine parameters.
+    #[test]
+    fn direct_output_op_matches_the_packed_op_bitwise() {
+        let dev = Device::Cpu;
+        let d = (3usize, 5usize, 4usize, 7usize);
+        let xv = det_fill(3 * 5 * 4 * 7, 11, 2.5);
+        let gv = det_fill(xv.len(), 12, 1.0);
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for affine in [true, false] {
+            let run = |packed: bool| {
+                let x = Var::from_vec(xv.clone(), d, &dev).unwrap();
+                let w = Var::from_vec(if affine { det_fill(5, 13, 1.0) } else { vec![1.0; 5] }, 5, &dev).unwrap();
+                let b = Var::from_vec(if affine { det_fill(5, 14, 1.0) } else { vec![0.0; 5] }, 5, &dev).unwrap();
+                let (y, mean, var) = if packed {
+                    let n = xv.len();
+                    let pk = x.as_tensor().apply_op3(w.as_tensor(), b.as_tensor(), BnTrain { eps: 1e-5 }).unwrap();
+                    let y = pk.narrow(0, 0, n).unwrap().reshape(d).unwrap();
+                    (y, pk.narrow(0, n, 5).unwrap(), pk.narrow(0, n + 5, 5).unwrap())
+                } else {
+                    fused_train_cpu(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5, 5).unwrap()
+                };
+                let g = Tensor::from_vec(gv.clone(), d, &dev).unwrap();
+                let grads = y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
+                [
+                    flat(&y),
+                    flat(&mean),
+                    flat(&var),
+                    flat(grads.get(x.as_tensor()).unwrap()),
+                    flat(grads.get(w.as_tensor()).unwrap()),
+                    flat(grads.get(b.as_tensor()).unwrap()),
+                ]
+            };
+            let (new, old) = (run(false), run(true));
+            for (k, what) in ["y", "mean", "var", "dx", "dweight", "dbias"].iter().enumerate() {
+                assert_eq!(new[k], old[k], "{what} (affine {affine})");
             }
         }
     }
