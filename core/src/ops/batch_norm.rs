@@ -215,8 +215,10 @@ struct BnTrainCpu {
     mean_var: Tensor,
 }
 
-/// `y = x·a + d` per channel with `a = w/√(var+ε)` and `d = b − mean·a` (f64, rounded once).
-fn normalize_cpu(x: &[f32], w: &[f32], b: &[f32], stats: &[(f64, f64)], eps: f64, c: usize, hw: usize, y: &mut [f32]) {
+/// `y = x·a + d` per channel with `a = w/√(var+ε)` and `d = b − mean·a` (f64, rounded once);
+/// `C = w.len()` channels of `hw` values.
+fn normalize_cpu(x: &[f32], w: &[f32], b: &[f32], stats: &[(f64, f64)], eps: f64, hw: usize, y: &mut [f32]) {
+    let c = w.len();
     let coef: Vec<(f32, f32)> = stats
         .iter()
         .enumerate()
@@ -251,11 +253,16 @@ impl CustomOp3 for BnTrainCpu {
         let x = cpu_slice(s1, l1, "batch norm")?;
         let w = cpu_slice(s2, l2, "batch norm weight")?;
         let b = cpu_slice(s3, l3, "batch norm bias")?;
-        if self.stats.len() != c {
-            candle_core::bail!("batch norm: {} channel statistics for {c} channels", self.stats.len());
+        if self.stats.len() != c || w.len() != c || b.len() != c {
+            candle_core::bail!(
+                "batch norm: {c} channels, but {} statistics, {} scales and {} shifts",
+                self.stats.len(),
+                w.len(),
+                b.len()
+            );
         }
         let mut y = vec![0f32; x.len()];
-        normalize_cpu(x, w, b, &self.stats, self.eps, c, hw, &mut y);
+        normalize_cpu(x, w, b, &self.stats, self.eps, hw, &mut y);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -298,11 +305,14 @@ impl CustomOp3 for BnTrain {
         let x = cpu_slice(s1, l1, "batch norm")?;
         let w = cpu_slice(s2, l2, "batch norm weight")?;
         let b = cpu_slice(s3, l3, "batch norm bias")?;
+        if w.len() != c || b.len() != c {
+            candle_core::bail!("batch norm: {c} channels, but {} scales and {} shifts", w.len(), b.len());
+        }
         let stats = channel_stats(x, n, c, hw);
         let total = n * c * hw;
         let mut out = vec![0f32; total + 2 * c];
         let (y, tail) = out.split_at_mut(total);
-        normalize_cpu(x, w, b, &stats, self.eps, c, hw, y);
+        normalize_cpu(x, w, b, &stats, self.eps, hw, y);
         for (ci, &(mean, var)) in stats.iter().enumerate() {
             tail[ci] = mean as f32;
             tail[c + ci] = var as f32;
