@@ -97,8 +97,10 @@ fn valid_cols(g: &Geom, j: usize) -> (usize, usize) {
 ///
 /// Each output row is split once into its padded edges (zero-filled) and its valid middle,
 /// which is a contiguous copy at stride 1 and a strided gather otherwise: no per-element
-/// bounds test.
-fn im2col(g: &Geom, x: &[f32], cols: &mut [f32]) {
+/// bounds test. With `padding_zeroed` the zero edges are not written: the caller promises
+/// they are zero already, which holds for a zero-initialised buffer that only `im2col` of
+/// this geometry has written to (the padded positions depend on the geometry alone).
+fn im2col(g: &Geom, x: &[f32], cols: &mut [f32], padding_zeroed: bool) {
     let (hw, s) = (g.hw_out(), g.stride);
     for j in 0..g.kw {
         let (lo, hi) = valid_cols(g, j);
@@ -111,11 +113,15 @@ fn im2col(g: &Geom, x: &[f32], cols: &mut [f32]) {
                     let iy = (oy * s + i) as isize - g.pad[0] as isize;
                     let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
                     if iy < 0 || iy >= g.h as isize || lo == hi {
-                        dst.fill(0.0);
+                        if !padding_zeroed {
+                            dst.fill(0.0);
+                        }
                         continue;
                     }
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
+                    if !padding_zeroed {
+                        dst[..lo].fill(0.0);
+                        dst[hi..].fill(0.0);
+                    }
                     let src = &x[(c * g.h + iy as usize) * g.w..][..g.w];
                     let mid = &mut dst[lo..hi];
                     if s == 1 {
@@ -248,7 +254,8 @@ impl CustomOp2 for ConvOp {
                 let cols: &[f32] = if g.pointwise() {
                     xb
                 } else {
-                    im2col(&g, xb, cols);
+                    // `cols` starts zeroed and only im2col of this geometry writes to it.
+                    im2col(&g, xb, cols, true);
                     cols
                 };
                 if g.o < TRANSPOSED_FWD_BELOW_O {
@@ -329,7 +336,7 @@ impl CustomOp3 for ConvBwdOp {
                     let cols: &[f32] = if g.pointwise() {
                         xb
                     } else {
-                        im2col(&g, xb, &mut buf);
+                        im2col(&g, xb, &mut buf, true);
                         &buf
                     };
                     let gyb = &gy[b * g.o * hw..][..g.o * hw];
@@ -458,9 +465,15 @@ mod tests {
                         };
                         let x = crate::init::det_fill(c * h * w, 7, 1.0);
                         let mut cols = vec![f32::NAN; g.ck() * g.hw_out()];
-                        im2col(&g, &x, &mut cols);
+                        im2col(&g, &x, &mut cols, false);
                         let want = im2col_naive(&g, &x);
                         assert_eq!(cols, want, "im2col {g:?}");
+                        // A zeroed buffer reused for a second input, padding left unwritten.
+                        let x2 = crate::init::det_fill(c * h * w, 17, 1.0);
+                        let mut reused = vec![0f32; cols.len()];
+                        im2col(&g, &x, &mut reused, true);
+                        im2col(&g, &x2, &mut reused, true);
+                        assert_eq!(reused, im2col_naive(&g, &x2), "im2col into a reused buffer {g:?}");
                         // col2im is the adjoint: a scatter-add along the naive map, in the same
                         // (i, j, oy, ox) order, so the sums agree bitwise.
                         let d = crate::init::det_fill(cols.len(), 8, 1.0);
