@@ -23,6 +23,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, Var};
 use rayon::prelude::*;
 
 use super::cpu_slice;
+use super::lanes::{sum2_by_lanes, sum_by_lanes};
 
 use crate::error::{Error, Result};
 
@@ -174,7 +175,8 @@ fn fused_train_cpu(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, c: usize) -> Re
     Ok((y, mean, var))
 }
 
-/// Per-channel f64 statistics of an `[N, C, HW]` slice: `(mean, biased variance)`.
+/// Per-channel f64 statistics of an `[N, C, HW]` slice: `(mean, biased variance)`, each plane
+/// summed in [`super::lanes`] order and the planes in sample order.
 fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
     (0..c)
         .into_par_iter()
@@ -182,12 +184,12 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
             let m = (n * hw) as f64;
             let mut s = 0f64;
             for ni in 0..n {
-                s += x[(ni * c + ci) * hw..][..hw].iter().map(|&v| v as f64).sum::<f64>();
+                s += sum_by_lanes(&x[(ni * c + ci) * hw..][..hw], |v| v as f64);
             }
             let mean = s / m;
             let mut q = 0f64;
             for ni in 0..n {
-                q += x[(ni * c + ci) * hw..][..hw].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>();
+                q += sum_by_lanes(&x[(ni * c + ci) * hw..][..hw], |v| (v as f64 - mean).powi(2));
             }
             (mean, q / m)
         })
@@ -380,10 +382,11 @@ impl CustomOp3 for BnTrainBwd {
                 let (mut sg, mut sgx) = (0f64, 0f64);
                 for ni in 0..n {
                     let o = (ni * c + ci) * hw;
-                    for (&gv, &xv) in g[o..o + hw].iter().zip(&x[o..o + hw]) {
-                        sg += gv as f64;
-                        sgx += gv as f64 * (xv as f64 - mu) * inv;
-                    }
+                    let (a, b) = sum2_by_lanes(&g[o..o + hw], &x[o..o + hw], |gv, xv| {
+                        (gv as f64, gv as f64 * (xv as f64 - mu) * inv)
+                    });
+                    sg += a;
+                    sgx += b;
                 }
                 (sg, sgx, inv)
             })

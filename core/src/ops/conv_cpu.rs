@@ -14,8 +14,21 @@ use rayon::prelude::*;
 use super::cpu_slice;
 use crate::error::Result;
 
-/// Groups the weight gradient is accumulated in (fixed: results are thread-count independent).
+/// Most groups the weight gradient is accumulated in. The count depends on the shapes only
+/// ([`dw_groups`]), never on the thread count, so results are thread-count independent.
 const DW_GROUPS: usize = 8;
+
+/// Bytes the per-group `dW` partial sums may take together: large kernels get fewer groups
+/// (a ResNet-18 layer-4 kernel, 512 × 4608, is 9.4 MB per group; 8 of them came at the
+/// step's memory peak, the start of the backward pass).
+const DW_PARTIAL_BYTES: usize = 32 << 20;
+
+/// The number of sample groups for `dW`: at most [`DW_GROUPS`], at most one per sample, and
+/// few enough that the partial sums fit in [`DW_PARTIAL_BYTES`] (at least one).
+fn dw_groups(n: usize, ck: usize, o: usize) -> usize {
+    let by_memory = DW_PARTIAL_BYTES / (ck * o * std::mem::size_of::<f32>()).max(1);
+    DW_GROUPS.min(by_memory).min(n).max(1)
+}
 
 /// Below this many output channels the forward GEMM runs transposed (`yᵀ = colsᵀ·Wᵀ`, then one
 /// transpose of the small `hw × o` result): with `o` as the GEMM's row count the microkernel's
@@ -325,7 +338,7 @@ impl CustomOp3 for ConvBwdOp {
         // dWᵀ = Σ_b cols_b[ck, hw] · gy_bᵀ[hw, o], in fixed groups of samples. The transposed
         // product packs both operands along their contiguous axis: 2.5-3.4x faster than
         // gy_b · cols_bᵀ at o = 16 and never slower at the sizes measured.
-        let per = g.n.div_ceil(DW_GROUPS).max(1);
+        let per = g.n.div_ceil(dw_groups(g.n, ck, g.o)).max(1);
         let partial: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
             .into_par_iter()
             .map(|grp| {
@@ -345,11 +358,13 @@ impl CustomOp3 for ConvBwdOp {
                 acc
             })
             .collect();
-        // Σ over groups in group order (contiguous adds, `0 + p_0 + p_1 + ...` per element as
-        // before), then one blocked transpose dWᵀ[ck, o] → dW[o, ck].
-        let mut sum_t = vec![0f32; ck * g.o];
-        for p in &partial {
-            for (d, &v) in sum_t.iter_mut().zip(p) {
+        // Σ over groups in group order, into the first group's buffer (`p_0 + p_1 + ...` per
+        // element: contiguous adds, no extra `ck × o` buffer), then one tiled transpose
+        // dWᵀ[ck, o] → dW[o, ck].
+        let mut groups = partial.into_iter();
+        let mut sum_t = groups.next().unwrap_or_else(|| vec![0f32; ck * g.o]);
+        for p in groups {
+            for (d, &v) in sum_t.iter_mut().zip(&p) {
                 *d += v;
             }
         }
@@ -504,6 +519,14 @@ mod tests {
             }
         }
         assert!(cases > 100, "only {cases} geometries ran");
+    }
+
+    #[test]
+    fn weight_gradient_groups_depend_on_shape_and_memory_only() {
+        assert_eq!(dw_groups(128, 144, 16), DW_GROUPS);
+        assert_eq!(dw_groups(3, 144, 16), 3, "at most one group per sample");
+        assert_eq!(dw_groups(32, 4608, 512), 3, "9.4 MB partials: 3 fit in 32 MiB");
+        assert_eq!(dw_groups(32, 1 << 20, 1 << 10), 1, "at least one group");
     }
 
     #[test]

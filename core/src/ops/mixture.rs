@@ -27,6 +27,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use super::cpu_slice;
+use super::lanes::sum_lanes;
 use crate::error::{Error, Result};
 use crate::ops::kernels::CUDA_BLOCK;
 
@@ -37,17 +38,10 @@ pub const MAX_BRANCHES: usize = 16;
 /// are the same whatever the number of threads.
 pub const CHUNK: usize = 1 << 14;
 
-/// Lanes the `dp` partial sums of one chunk are kept in: element `e` of a chunk adds to lane
-/// `e % DP_LANES`, and the lanes are summed pairwise at the end of the chunk, so the f64
-/// accumulation vectorises (one serial add chain per element was 9% of a ResNet-20 search step)
-/// and stays a fixed order on every path and thread count.
-const DP_LANES: usize = 8;
-
-/// The fixed pairwise sum of the lanes: `((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`.
-#[inline(always)]
-fn sum_lanes(l: &[f64; DP_LANES]) -> f64 {
-    ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
-}
+/// Lanes the `dp` partial sums of one chunk are kept in ([`super::lanes`]): element `e` of a
+/// chunk adds to lane `e % DP_LANES`, so the f64 accumulation vectorises (one serial add chain
+/// per element was 9% of a ResNet-20 search step) and stays a fixed order on every path.
+const DP_LANES: usize = super::lanes::LANES;
 
 /// A per-element quantizer family, the unit the fused mixture op is generic over.
 pub trait ElementQuantizer: Send + Sync + 'static {

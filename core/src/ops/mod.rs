@@ -9,6 +9,7 @@
 //! * [`max_pool`], [`avg_pool`] (geometry and CUDA source in [`pool`]): pooling with padding,
 //!   ceil mode and `count_include_pad`, with backward for any kernel and stride.
 //! * [`batch_norm`]: train (batch statistics, running-stat update) and eval batch norm.
+//! * [`lanes`]: fixed-order f64 partial sums that vectorise (the CPU kernels' reductions).
 //! * [`consts`]: small constant tensors built once per device (no host-to-device copy per
 //!   layer per step).
 //! * [`kernels`]: the registry of CUDA sources (`.cu` files beside their ops) and the
@@ -25,6 +26,7 @@ pub mod conv_cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod kernels;
+pub mod lanes;
 pub mod max_pool;
 pub mod mixture;
 pub mod pool;

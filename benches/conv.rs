@@ -1,0 +1,53 @@
+//! 2-D convolution, forward + backward (dx and dW) on the CPU: our op (`ops::conv::conv2d`,
+//! im2col + GEMM with the orientations of decisions F10) against candle's convolution
+//! (`ops::conv::conv2d_candle`, the path it replaces on the CPU), at ResNet-20 stage shapes
+//! (batch 128, 32×32 / 16×16 / 8×8), a ResNet-18 layer-1 shape (batch 8, 56×56) and a 1×1
+//! stride-1 convolution (the im2col-free case).
+//!
+//! `cargo bench --bench conv`
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use edmips::core::candle::{Device, Var};
+use edmips::core::init::det_fill;
+use edmips::core::ops::conv::{conv2d, conv2d_candle};
+
+fn conv(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let mut group = c.benchmark_group("conv2d_fwd_bwd");
+    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    // (name, input [n, c, h, w], output channels, kernel, stride, padding)
+    let cases = [
+        ("r20-16ch-32x32", [128usize, 16, 32, 32], 16usize, 3usize, 1usize, 1usize),
+        ("r20-32ch-16x16", [128, 32, 16, 16], 32, 3, 1, 1),
+        ("r20-64ch-8x8", [128, 64, 8, 8], 64, 3, 1, 1),
+        ("r18-64ch-56x56-b8", [8, 64, 56, 56], 64, 3, 1, 1),
+        ("1x1-64to256-56x56-b8", [8, 64, 56, 56], 256, 1, 1, 0),
+    ];
+    for (name, [n, ci, h, w], co, k, stride, pad) in cases {
+        let x = Var::from_vec(det_fill(n * ci * h * w, 1, 1.0), (n, ci, h, w), &dev).unwrap();
+        let wt = Var::from_vec(det_fill(co * ci * k * k, 2, 0.1), (co, ci, k, k), &dev).unwrap();
+        let out = (h + 2 * pad - k) / stride + 1;
+        group.throughput(Throughput::Elements((2 * n * co * out * out * ci * k * k) as u64));
+        group.bench_function(format!("ours/{name}"), |b| {
+            b.iter(|| {
+                conv2d(x.as_tensor(), wt.as_tensor(), stride, [pad; 4]).unwrap().sum_all().unwrap().backward().unwrap()
+            })
+        });
+        group.bench_function(format!("candle/{name}"), |b| {
+            b.iter(|| {
+                conv2d_candle(x.as_tensor(), wt.as_tensor(), stride, [pad; 4])
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv);
+criterion_main!(benches);
