@@ -4,8 +4,12 @@
 //! candle 0.11's CPU conv2d is slow at CNN sizes, and its input gradient goes through a direct
 //! transposed convolution that is slower still; this op replaces both on CPU (other devices keep
 //! candle's convolution). Any stride, per-side zero padding and rectangular kernels are handled
-//! natively. Samples run in parallel; `dW` is accumulated in a fixed number of sample groups and
-//! summed in group order, so results do not depend on the thread count.
+//! natively. Samples run in parallel; `dW` is accumulated in sample groups whose count depends
+//! on the shapes only, summed in group order, so results do not depend on the thread count.
+//!
+//! Each GEMM's orientation was chosen by measurement (decisions F10): `dW` is accumulated
+//! transposed, the forward of convs with few output channels runs transposed, im2col splits
+//! each row into zero edges and a contiguous middle, and 1×1 stride-1 convs skip im2col.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
