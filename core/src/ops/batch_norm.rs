@@ -163,15 +163,10 @@ fn fused_train_cpu(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, c: usize) -> Re
         };
         channel_stats(cpu_slice(cs, l, "batch norm")?, n, c, h * wd)
     };
-    let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
-    let var: Vec<f32> = stats.iter().map(|s| s.1 as f32).collect();
-    let dev = x.device();
-    let (mean, var) = (Tensor::from_vec(mean, c, dev)?, Tensor::from_vec(var, c, dev)?);
-    let y = x.apply_op3(
-        w,
-        b,
-        BnTrainCpu { eps, stats: std::sync::Arc::new(stats), mean_var: Tensor::cat(&[&mean, &var], 0)? },
-    )?;
+    let mean_var: Vec<f32> = stats.iter().map(|s| s.0 as f32).chain(stats.iter().map(|s| s.1 as f32)).collect();
+    let mean_var = Tensor::from_vec(mean_var, 2 * c, x.device())?;
+    let (mean, var) = (mean_var.narrow(0, 0, c)?, mean_var.narrow(0, c, c)?);
+    let y = x.apply_op3(w, b, BnTrainCpu { eps, stats, mean_var })?;
     Ok((y, mean, var))
 }
 
@@ -208,12 +203,47 @@ struct BnTrain {
     eps: f64,
 }
 
+/// The gradients `(dx, dweight, dbias)` of train-mode batch norm from the upstream gradient `g`
+/// (contiguous, `x`'s shape) and the f32 batch statistics `mean_var = [mean (C), var (C)]`:
+/// the backward of both train ops.
+fn train_backward(
+    eps: f64,
+    x: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    mean_var: &Tensor,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let (n, c) = (x.elem_count(), w.elem_count());
+    let aux = Tensor::cat(&[mean_var, w], 0)?.contiguous()?;
+    let packed = x.apply_op3_no_bwd(g, &aux, &BnTrainBwd { eps })?;
+    let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+    Ok((Some(dx), Some(packed.narrow(0, n, c)?), Some(packed.narrow(0, n + c, c)?)))
+}
+
+/// The CPU inputs of a train-mode forward op: `(n, c, hw)` and the `x`, weight and bias slices,
+/// with the weight and bias checked to have one value per channel.
+#[allow(clippy::type_complexity)]
+fn train_inputs<'a>(
+    (s1, l1): (&'a CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+    (s3, l3): (&'a CpuStorage, &Layout),
+) -> candle_core::Result<((usize, usize, usize), &'a [f32], &'a [f32], &'a [f32])> {
+    let (n, c, hw) = dims(l1)?;
+    let x = cpu_slice(s1, l1, "batch norm")?;
+    let w = cpu_slice(s2, l2, "batch norm weight")?;
+    let b = cpu_slice(s3, l3, "batch norm bias")?;
+    if w.len() != c || b.len() != c {
+        candle_core::bail!("batch norm: {c} channels, but {} scales and {} shifts", w.len(), b.len());
+    }
+    Ok(((n, c, hw), x, w, b))
+}
+
 /// The CPU train-mode forward `(x, weight, bias) -> y`, given the batch statistics (f64, as
 /// [`channel_stats`] returns them) and the same rounded to f32 (`[mean (C), var (C)]`, what the
 /// backward reads).
 struct BnTrainCpu {
     eps: f64,
-    stats: std::sync::Arc<Vec<(f64, f64)>>,
+    stats: Vec<(f64, f64)>,
     mean_var: Tensor,
 }
 
@@ -251,17 +281,9 @@ impl CustomOp3 for BnTrainCpu {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, c, hw) = dims(l1)?;
-        let x = cpu_slice(s1, l1, "batch norm")?;
-        let w = cpu_slice(s2, l2, "batch norm weight")?;
-        let b = cpu_slice(s3, l3, "batch norm bias")?;
-        if self.stats.len() != c || w.len() != c || b.len() != c {
-            candle_core::bail!(
-                "batch norm: {c} channels, but {} statistics, {} scales and {} shifts",
-                self.stats.len(),
-                w.len(),
-                b.len()
-            );
+        let ((_, c, hw), x, w, b) = train_inputs((s1, l1), (s2, l2), (s3, l3))?;
+        if self.stats.len() != c {
+            candle_core::bail!("batch norm: {c} channels, but {} statistics", self.stats.len());
         }
         let mut y = vec![0f32; x.len()];
         normalize_cpu(x, w, b, &self.stats, self.eps, hw, &mut y);
@@ -276,11 +298,7 @@ impl CustomOp3 for BnTrainCpu {
         _y: &Tensor,
         grad_y: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, c) = (x.elem_count(), w.elem_count());
-        let aux = Tensor::cat(&[&self.mean_var, w], 0)?.contiguous()?;
-        let packed = x.apply_op3_no_bwd(&grad_y.contiguous()?, &aux, &BnTrainBwd { eps: self.eps })?;
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        Ok((Some(dx), Some(packed.narrow(0, n, c)?), Some(packed.narrow(0, n + c, c)?)))
+        train_backward(self.eps, x, w, &grad_y.contiguous()?, &self.mean_var)
     }
 }
 
@@ -303,13 +321,7 @@ impl CustomOp3 for BnTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c, hw) = dims(l1)?;
-        let x = cpu_slice(s1, l1, "batch norm")?;
-        let w = cpu_slice(s2, l2, "batch norm weight")?;
-        let b = cpu_slice(s3, l3, "batch norm bias")?;
-        if w.len() != c || b.len() != c {
-            candle_core::bail!("batch norm: {c} channels, but {} scales and {} shifts", w.len(), b.len());
-        }
+        let ((n, c, hw), x, w, b) = train_inputs((s1, l1), (s2, l2), (s3, l3))?;
         let stats = channel_stats(x, n, c, hw);
         let total = n * c * hw;
         let mut out = vec![0f32; total + 2 * c];
@@ -343,13 +355,9 @@ impl CustomOp3 for BnTrain {
         res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let n = x.elem_count();
-        let c = w.elem_count();
+        let (n, c) = (x.elem_count(), w.elem_count());
         let g = grad_res.narrow(0, 0, n)?.reshape(x.shape())?.contiguous()?;
-        let aux = Tensor::cat(&[&res.narrow(0, n, 2 * c)?, w], 0)?.contiguous()?;
-        let packed = x.apply_op3_no_bwd(&g, &aux, &BnTrainBwd { eps: self.eps })?;
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        Ok((Some(dx), Some(packed.narrow(0, n, c)?), Some(packed.narrow(0, n + c, c)?)))
+        train_backward(self.eps, x, w, &g, &res.narrow(0, n, 2 * c)?)
     }
 }
 

@@ -32,6 +32,12 @@ pub fn sum_by_lanes(xs: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     sum_lanes(&lanes)
 }
 
+/// `Σ_e f(a[e], b[e])` over two slices of one length, element `e` in lane `e mod LANES`.
+#[inline(always)]
+pub fn sum_zip_by_lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
+    sum2_by_lanes(a, b, |x, y| (f(x, y), 0.0)).0
+}
+
 /// `(Σ_e f(a[e], b[e]).0, Σ_e f(a[e], b[e]).1)` over two slices of one length, element `e` in
 /// lane `e mod LANES` of each sum.
 #[inline(always)]
@@ -74,6 +80,7 @@ mod tests {
                 want2.1[e % LANES] += a[e] as f64 * b[e] as f64;
             }
             assert_eq!(sum_by_lanes(&a, |v| v as f64 * 2.0), sum_lanes(&want), "n = {n}");
+            assert_eq!(sum_zip_by_lanes(&a, &b, |x, y| x as f64 * y as f64), sum_lanes(&want2.1), "n = {n}");
             let got = sum2_by_lanes(&a, &b, |x, y| (x as f64, x as f64 * y as f64));
             assert_eq!(got, (sum_lanes(&want2.0), sum_lanes(&want2.1)), "n = {n}");
             let exact: f64 = a.iter().map(|&v| v as f64 * 2.0).sum();

@@ -27,7 +27,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use super::cpu_slice;
-use super::lanes::sum_lanes;
+use super::lanes::{sum_lanes, sum_zip_by_lanes};
 use crate::error::{Error, Result};
 use crate::ops::kernels::CUDA_BLOCK;
 
@@ -154,18 +154,7 @@ fn backward_chunk<Q: ElementQuantizer>(
         for (de, &xe) in d.iter_mut().zip(xs) {
             *de += p * Q::ste(xe, prm);
         }
-        let mut lanes = [0f64; DP_LANES];
-        let (xc, gc) = (xs.chunks_exact(DP_LANES), gs.chunks_exact(DP_LANES));
-        let (xr, gr) = (xc.remainder(), gc.remainder());
-        for (xv, gv) in xc.zip(gc) {
-            for l in 0..DP_LANES {
-                lanes[l] += Q::q(xv[l], prm) as f64 * gv[l] as f64;
-            }
-        }
-        for (l, (&xe, &ge)) in xr.iter().zip(gr).enumerate() {
-            lanes[l] += Q::q(xe, prm) as f64 * ge as f64;
-        }
-        dp[b] = sum_lanes(&lanes);
+        dp[b] = sum_zip_by_lanes(xs, gs, |xe, ge| Q::q(xe, prm) as f64 * ge as f64);
     }
     for (de, &ge) in d.iter_mut().zip(gs) {
         *de *= ge;
