@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The PyTorch baseline comparison: prepares benches/pytorch/.venv (CPU use of the PyPI torch),
 # checks the PyTorch model against `edmips inspect`, then runs compare.py (arguments pass on:
-# see `compare.sh --help`). EDMIPS=/path/to/edmips picks the binary (default: the release
-# build of /work/main).
+# see `compare.sh --help`). EDMIPS=/path/to/edmips picks the binary (default: this checkout's
+# release build, target/release/edmips; an `openblas` build lives where CARGO_TARGET_DIR put it).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="$here/.venv"
-export EDMIPS="${EDMIPS:-/work/main/target/release/edmips}"
+export EDMIPS="${EDMIPS:-$here/../../target/release/edmips}"
 
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import torch, numpy' 2>/dev/null; then
     python3 -m venv "$venv"

@@ -173,9 +173,9 @@ fn im2col(g: &Geom, x: &[f32], cols: &mut [f32], padding_zeroed: bool) {
     }
 }
 
-/// The adjoint of [`im2col`]: `dx[c][iy][ix] = Σ dcols[...]` over the windows that read it.
+/// The adjoint of [`im2col`]: `dx[c][iy][ix] += Σ dcols[...]` over the windows that read it,
+/// into a `dx` the caller has zeroed (the backward's output starts zeroed: no second fill).
 fn col2im(g: &Geom, dcols: &[f32], dx: &mut [f32]) {
-    dx.fill(0.0);
     let (hw, s) = (g.hw_out(), g.stride);
     for c in 0..g.c {
         for i in 0..g.kh {
@@ -225,7 +225,8 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
 }
 
 /// Row-major `dst[m×n] = (accumulate ? dst : 0) + a[m×k]·b[k×n]`, where `a` and `b` may be
-/// given transposed through their strides.
+/// given transposed through their strides. With the `openblas` feature, products of at least
+/// [`blas::BLAS_MIN_MACS`](super::blas::BLAS_MIN_MACS) multiply-adds go to OpenBLAS (F11).
 #[allow(clippy::too_many_arguments)]
 fn matmul(
     m: usize,
@@ -240,6 +241,12 @@ fn matmul(
     b_rs: isize,
     b_cs: isize,
 ) {
+    #[cfg(feature = "openblas")]
+    if m * n * k >= super::blas::BLAS_MIN_MACS
+        && super::blas::sgemm(m, n, k, dst, accumulate, a, a_rs, a_cs, b, b_rs, b_cs)
+    {
+        return;
+    }
     // SAFETY: the caller's shapes and strides address only elements inside the slices.
     unsafe {
         gemm::gemm(
@@ -338,7 +345,7 @@ impl CustomOp3 for ConvBwdOp {
         let nx = g.n * chw;
         let mut out = vec![0f32; nx + g.o * ck];
         let (dx, dw) = out.split_at_mut(nx);
-        // dx_b = col2im(Wᵀ[ck, o] · gy_b[o, hw]), independently per sample.
+        // dx_b = col2im(Wᵀ[ck, o] · gy_b[o, hw]), independently per sample, into the zeroed `dx`.
         dx.par_chunks_mut(chw).enumerate().for_each_init(
             || g.cols_buffer(),
             |dcols, (b, dxb)| {
@@ -425,6 +432,8 @@ mod tests {
             // o ≥ TRANSPOSED_FWD_BELOW_O: the untransposed forward GEMM.
             ([2, 3, 6, 6], [70, 3, 3, 3], 1, 1),
             ([2, 64, 4, 4], [64, 64, 1, 1], 1, 0),
+            // Products of at least 2^23 multiply-adds: OpenBLAS with the `openblas` feature.
+            ([2, 64, 32, 32], [64, 64, 3, 3], 1, 1),
         ] {
             let x = crate::init::det_fill(xs.iter().product(), 1, 1.0);
             let w = crate::init::det_fill(ws.iter().product(), 2, 0.3);
@@ -502,7 +511,7 @@ mod tests {
                         // col2im is the adjoint: a scatter-add along the naive map, in the same
                         // (i, j, oy, ox) order, so the sums agree bitwise.
                         let d = crate::init::det_fill(cols.len(), 8, 1.0);
-                        let mut dx = vec![f32::NAN; x.len()];
+                        let mut dx = vec![0f32; x.len()];
                         col2im(&g, &d, &mut dx);
                         let mut want_dx = vec![0f32; x.len()];
                         let hw = g.hw_out();
@@ -555,13 +564,15 @@ mod tests {
 
     #[test]
     fn weight_gradient_does_not_depend_on_thread_count() {
-        let (xs, ws) = ([13, 3, 10, 10], [4, 3, 3, 3]);
-        let x = crate::init::det_fill(xs.iter().product(), 3, 1.0);
-        let w = crate::init::det_fill(ws.iter().product(), 4, 0.3);
-        let run = |t: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
-            pool.install(|| grads(&x, xs, &w, ws, 1, 1, true))
-        };
-        assert_eq!(run(1), run(3));
+        // The second geometry's products are large enough for OpenBLAS (`openblas` feature).
+        for (xs, ws) in [([13, 3, 10, 10], [4, 3, 3, 3]), ([5, 64, 24, 24], [64, 64, 3, 3])] {
+            let x = crate::init::det_fill(xs.iter().product(), 3, 1.0);
+            let w = crate::init::det_fill(ws.iter().product(), 4, 0.3);
+            let run = |t: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+                pool.install(|| grads(&x, xs, &w, ws, 1, 1, true))
+            };
+            assert_eq!(run(1), run(3), "{xs:?} {ws:?}");
+        }
     }
 }

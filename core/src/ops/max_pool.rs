@@ -2,10 +2,14 @@
 //! `max_pool2d`), as a candle custom op with a multi-threaded CPU kernel and a CUDA kernel.
 //!
 //! The gradient of each output goes to the first maximum of its window in scan order (NaN
-//! wins), as in PyTorch. See [`pool`](super::pool) for the shared geometry.
+//! wins), as in PyTorch. See [`pool`](super::pool) for the shared geometry. The CPU forward
+//! records each window's argmax (a byte: its offset in the window), so the CPU backward is a
+//! scatter rather than a second search (the search was half of max pooling's share of a
+//! ResNet-18 step).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
+use std::sync::{Arc, OnceLock};
 
 use super::cpu_slice;
 use super::pool::PoolGeom;
@@ -16,15 +20,30 @@ use crate::graph::PoolOpts;
 pub fn max_pool2d(x: &Tensor, opts: &PoolOpts) -> Result<Tensor> {
     let geom = PoolGeom::new(x, opts, "max_pool2d")?;
     let x = x.to_dtype(DType::F32)?.contiguous()?;
-    Ok(x.apply_op1(MaxPool { geom })?)
+    Ok(x.apply_op1(MaxPool { geom, argmax: OnceLock::new() })?)
 }
 
 struct MaxPool {
     geom: PoolGeom,
+    /// The CPU forward's argmax of every window, as its offset inside the window
+    /// ([`window_offset`]), for the backward: it scatters instead of searching each window
+    /// again. One byte per output; empty until a CPU forward ran.
+    argmax: OnceLock<Arc<Vec<u8>>>,
 }
 
 struct MaxPoolBwd {
     geom: PoolGeom,
+    /// The forward's window offsets, when the forward ran on the CPU.
+    argmax: Option<Arc<Vec<u8>>>,
+}
+
+/// `(y0, x0)`, the first input row and column of window `(oy, ox)`, and the element index of
+/// window offset `off` (`(iy - y0) · kw + (ix - x0)`).
+#[inline]
+fn window_offset(g: &PoolGeom, oy: usize, ox: usize, off: u8) -> usize {
+    let (y0, _, _) = PoolGeom::window(oy, g.k.0, g.s.0, g.p.0, g.h);
+    let (x0, _, _) = PoolGeom::window(ox, g.k.1, g.s.1, g.p.1, g.w);
+    (y0 + off as usize / g.k.1) * g.w + x0 + off as usize % g.k.1
 }
 
 /// Index (within the plane) of the first maximum of window `(oy, ox)`.
@@ -46,6 +65,12 @@ fn argmax(xp: &[f32], g: &PoolGeom, oy: usize, ox: usize) -> usize {
     idx
 }
 
+/// Whether window offsets fit in a byte (windows of at most 256 elements); larger windows
+/// search again in the backward.
+fn offsets_fit(g: &PoolGeom) -> bool {
+    g.k.0 * g.k.1 <= 256
+}
+
 /// CPU forward over plain slices (`x`: `planes·H·W`, `out`: `planes·OH·OW`).
 pub fn cpu_forward(g: &PoolGeom, x: &[f32], out: &mut [f32]) {
     out.par_chunks_mut(g.out_plane()).zip(x.par_chunks(g.in_plane())).for_each(|(o, xp)| {
@@ -55,6 +80,26 @@ pub fn cpu_forward(g: &PoolGeom, x: &[f32], out: &mut [f32]) {
             }
         }
     });
+}
+
+/// [`cpu_forward`] that also records each window's argmax as its offset in the window
+/// (`offsets`: `planes·OH·OW`; needs [`offsets_fit`]).
+fn cpu_forward_with_offsets(g: &PoolGeom, x: &[f32], out: &mut [f32], offsets: &mut [u8]) {
+    let op = g.out_plane();
+    out.par_chunks_mut(op).zip(offsets.par_chunks_mut(op)).zip(x.par_chunks(g.in_plane())).for_each(
+        |((o, offs), xp)| {
+            for oy in 0..g.oh {
+                let (y0, _, _) = PoolGeom::window(oy, g.k.0, g.s.0, g.p.0, g.h);
+                for ox in 0..g.ow {
+                    let (x0, _, _) = PoolGeom::window(ox, g.k.1, g.s.1, g.p.1, g.w);
+                    let at = argmax(xp, g, oy, ox);
+                    o[oy * g.ow + ox] = xp[at];
+                    let (iy, ix) = (at / g.w, at % g.w);
+                    offs[oy * g.ow + ox] = ((iy - y0) * g.k.1 + ix - x0) as u8;
+                }
+            }
+        },
+    );
 }
 
 /// CPU backward over plain slices: `dx` (zeroed by the caller) from the output gradient `gy`.
@@ -70,6 +115,19 @@ pub fn cpu_backward(g: &PoolGeom, x: &[f32], gy: &[f32], dx: &mut [f32]) {
     );
 }
 
+/// [`cpu_backward`] from the forward's recorded window offsets: a scatter, no search. The
+/// same sums in the same order, so bitwise the same `dx`.
+fn cpu_backward_from_offsets(g: &PoolGeom, offsets: &[u8], gy: &[f32], dx: &mut [f32]) {
+    let op = g.out_plane();
+    dx.par_chunks_mut(g.in_plane()).zip(offsets.par_chunks(op)).zip(gy.par_chunks(op)).for_each(|((d, offs), gp)| {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                d[window_offset(g, oy, ox, offs[oy * g.ow + ox])] += gp[oy * g.ow + ox];
+            }
+        }
+    });
+}
+
 fn out_shape(g: &PoolGeom, l: &Layout) -> Shape {
     let d = l.dims();
     Shape::from((d[0], d[1], g.oh, g.ow))
@@ -82,9 +140,17 @@ impl CustomOp1 for MaxPool {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = cpu_slice(s, l, "max_pool2d")?;
-        let mut out = vec![0f32; self.geom.planes * self.geom.out_plane()];
-        cpu_forward(&self.geom, x, &mut out);
-        Ok((CpuStorage::F32(out), out_shape(&self.geom, l)))
+        let g = &self.geom;
+        let mut out = vec![0f32; g.planes * g.out_plane()];
+        if offsets_fit(g) {
+            let mut offsets = vec![0u8; out.len()];
+            cpu_forward_with_offsets(g, x, &mut out, &mut offsets);
+            // A second forward of the same op (none today) would find the same offsets.
+            let _ = self.argmax.set(Arc::new(offsets));
+        } else {
+            cpu_forward(g, x, &mut out);
+        }
+        Ok((CpuStorage::F32(out), out_shape(g, l)))
     }
 
     #[cfg(feature = "cuda")]
@@ -99,7 +165,8 @@ impl CustomOp1 for MaxPool {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let g = grad_res.contiguous()?;
-        Ok(Some(arg.apply_op2_no_bwd(&g, &MaxPoolBwd { geom: self.geom })?))
+        let argmax = self.argmax.get().cloned();
+        Ok(Some(arg.apply_op2_no_bwd(&g, &MaxPoolBwd { geom: self.geom, argmax })?))
     }
 }
 
@@ -118,7 +185,10 @@ impl CustomOp2 for MaxPoolBwd {
         let x = cpu_slice(s1, l1, "max_pool2d backward")?;
         let gy = cpu_slice(s2, l2, "max_pool2d backward")?;
         let mut dx = vec![0f32; x.len()];
-        cpu_backward(&self.geom, x, gy, &mut dx);
+        match &self.argmax {
+            Some(offsets) if offsets.len() == gy.len() => cpu_backward_from_offsets(&self.geom, offsets, gy, &mut dx),
+            _ => cpu_backward(&self.geom, x, gy, &mut dx),
+        }
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 
@@ -207,6 +277,35 @@ mod tests {
                     assert!((*a as f64 - b).abs() < 1e-6, "{o:?} {dims:?}: dx {a} vs {b}");
                 }
             }
+        }
+    }
+
+    /// The recorded-offset forward and scatter backward against the search versions they
+    /// replace, bitwise, with ties and NaNs in the input.
+    #[test]
+    fn recorded_offsets_match_the_searching_kernels() {
+        for o in [PoolOpts::new(3, 2, 1), PoolOpts::new(3, 2, 0).ceil(), PoolOpts::new(2, 2, 0), PoolOpts::new(3, 1, 1)]
+        {
+            let dims = [2usize, 3, 9, 11];
+            let mut xv: Vec<f32> = det_fill(dims.iter().product(), 21, 1.0).iter().map(|v| (v * 4.0).round()).collect();
+            xv[5] = f32::NAN;
+            xv[40] = f32::NAN;
+            xv[41] = f32::NAN;
+            let x = Tensor::from_vec(xv.clone(), dims.to_vec(), &Device::Cpu).unwrap();
+            let g = PoolGeom::new(&x, &o, "test").unwrap();
+            let mut want = vec![0f32; g.planes * g.out_plane()];
+            cpu_forward(&g, &xv, &mut want);
+            let (mut got, mut offs) = (vec![0f32; want.len()], vec![0u8; want.len()]);
+            cpu_forward_with_offsets(&g, &xv, &mut got, &mut offs);
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+            let gy = det_fill(want.len(), 22, 1.0);
+            let (mut dx_search, mut dx_scatter) = (vec![0f32; xv.len()], vec![0f32; xv.len()]);
+            cpu_backward(&g, &xv, &gy, &mut dx_search);
+            cpu_backward_from_offsets(&g, &offs, &gy, &mut dx_scatter);
+            assert_eq!(dx_search, dx_scatter, "{o:?}");
         }
     }
 

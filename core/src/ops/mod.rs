@@ -9,6 +9,8 @@
 //! * [`max_pool`], [`avg_pool`] (geometry and CUDA source in [`pool`]): pooling with padding,
 //!   ceil mode and `count_include_pad`, with backward for any kernel and stride.
 //! * [`batch_norm`]: train (batch statistics, running-stat update) and eval batch norm.
+//! * `blas` (`openblas` feature): the system OpenBLAS's SGEMM for the convolution's large
+//!   products.
 //! * [`lanes`]: fixed-order f64 partial sums that vectorise (the CPU kernels' reductions).
 //! * [`consts`]: small constant tensors built once per device (no host-to-device copy per
 //!   layer per step).
@@ -20,6 +22,8 @@
 
 pub mod avg_pool;
 pub mod batch_norm;
+#[cfg(feature = "openblas")]
+pub mod blas;
 pub mod consts;
 pub mod conv;
 pub mod conv_cpu;
