@@ -10,6 +10,7 @@ trustworthy (another build was running).
 """
 
 import argparse
+from pathlib import Path
 import datetime
 import hashlib
 import json
@@ -151,7 +152,7 @@ def measure_quiet(args, side, cmd, env):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--edmips", default=os.environ.get("EDMIPS", "/work/main/target/release/edmips"))
+    ap.add_argument("--edmips", default=os.environ.get("EDMIPS", str(Path(__file__).resolve().parents[2] / "target" / "release" / "edmips")))
     ap.add_argument("--python", default=sys.executable, help="the Python with torch")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--t1-only-small", action="store_true",

@@ -18,6 +18,7 @@ Sub-commands:
 """
 
 import argparse
+from pathlib import Path
 import json
 import math
 import os
@@ -502,7 +503,7 @@ def main(argv=None):
     b.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     b.add_argument("--json", action="store_true")
     c = sub.add_parser("check", help="compare with `edmips inspect --json` and shared/golden")
-    c.add_argument("--edmips", default=os.environ.get("EDMIPS", "/work/main/target/release/edmips"))
+    c.add_argument("--edmips", default=os.environ.get("EDMIPS", str(Path(__file__).resolve().parents[2] / "target" / "release" / "edmips")))
     c.add_argument("--golden", default=os.environ.get("EDMIPS_GOLDEN", "/work/shared/golden"))
     args = ap.parse_args(argv)
 
