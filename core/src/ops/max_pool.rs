@@ -37,12 +37,23 @@ struct MaxPoolBwd {
     argmax: Option<Arc<Vec<u8>>>,
 }
 
-/// `(y0, x0)`, the first input row and column of window `(oy, ox)`, and the element index of
-/// window offset `off` (`(iy - y0) · kw + (ix - x0)`).
+/// `(y0, x0)`: the first input row and column that window `(oy, ox)` reads.
+#[inline]
+fn window_start(g: &PoolGeom, oy: usize, ox: usize) -> (usize, usize) {
+    (PoolGeom::window(oy, g.k.0, g.s.0, g.p.0, g.h).0, PoolGeom::window(ox, g.k.1, g.s.1, g.p.1, g.w).0)
+}
+
+/// Window `(oy, ox)`'s offset `(iy - y0) · kw + (ix - x0)` of the plane index `at` it read.
+#[inline]
+fn offset_in_window(g: &PoolGeom, oy: usize, ox: usize, at: usize) -> u8 {
+    let (y0, x0) = window_start(g, oy, ox);
+    ((at / g.w - y0) * g.k.1 + at % g.w - x0) as u8
+}
+
+/// The plane index of window `(oy, ox)`'s offset `off` ([`offset_in_window`]'s inverse).
 #[inline]
 fn window_offset(g: &PoolGeom, oy: usize, ox: usize, off: u8) -> usize {
-    let (y0, _, _) = PoolGeom::window(oy, g.k.0, g.s.0, g.p.0, g.h);
-    let (x0, _, _) = PoolGeom::window(ox, g.k.1, g.s.1, g.p.1, g.w);
+    let (y0, x0) = window_start(g, oy, ox);
     (y0 + off as usize / g.k.1) * g.w + x0 + off as usize % g.k.1
 }
 
@@ -89,13 +100,10 @@ fn cpu_forward_with_offsets(g: &PoolGeom, x: &[f32], out: &mut [f32], offsets: &
     out.par_chunks_mut(op).zip(offsets.par_chunks_mut(op)).zip(x.par_chunks(g.in_plane())).for_each(
         |((o, offs), xp)| {
             for oy in 0..g.oh {
-                let (y0, _, _) = PoolGeom::window(oy, g.k.0, g.s.0, g.p.0, g.h);
                 for ox in 0..g.ow {
-                    let (x0, _, _) = PoolGeom::window(ox, g.k.1, g.s.1, g.p.1, g.w);
                     let at = argmax(xp, g, oy, ox);
                     o[oy * g.ow + ox] = xp[at];
-                    let (iy, ix) = (at / g.w, at % g.w);
-                    offs[oy * g.ow + ox] = ((iy - y0) * g.k.1 + ix - x0) as u8;
+                    offs[oy * g.ow + ox] = offset_in_window(g, oy, ox, at);
                 }
             }
         },
