@@ -1,8 +1,12 @@
-//! 2-D convolution, forward + backward (dx and dW) on the CPU: our op (`ops::conv::conv2d`,
-//! im2col + GEMM with the orientations of decisions F10) against candle's convolution
-//! (`ops::conv::conv2d_candle`, the path it replaces on the CPU), at ResNet-20 stage shapes
-//! (batch 128, 32×32 / 16×16 / 8×8), a ResNet-18 layer-1 shape (batch 8, 56×56) and a 1×1
-//! stride-1 convolution (the im2col-free case).
+//! 2-D convolution, forward + backward (dx and dW) on the CPU: our op (`ops::conv::conv2d`:
+//! Winograd F(2×2, 3×3) for the 3×3 stride-1 layers where it pays, im2col + GEMM with the
+//! orientations of decisions F10 otherwise; decisions F12), the two paths forced (`ours-im2col`,
+//! `ours-winograd`) and candle's convolution (`ops::conv::conv2d_candle`, the path ours replaces
+//! on the CPU), at ResNet-20 stage shapes (batch 128, 32×32 / 16×16 / 8×8), the ResNet-18 stage
+//! shapes (batch 8, 56×56 / 28×28 / 14×14 / 7×7) and a 1×1 stride-1 convolution (the
+//! im2col-free case). The allocator is tuned as the command line tunes it
+//! (`engine::memory::tune_allocator`), so large buffers are not returned to the system and
+//! faulted in again every iteration.
 //!
 //! `cargo bench --bench conv`
 
@@ -12,8 +16,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use edmips::core::candle::{Device, Var};
 use edmips::core::init::det_fill;
 use edmips::core::ops::conv::{conv2d, conv2d_candle};
+use edmips::core::ops::conv_cpu::{conv2d_cpu_with, ConvAlgo};
 
 fn conv(c: &mut Criterion) {
+    edmips::engine::memory::tune_allocator();
     let dev = Device::Cpu;
     let mut group = c.benchmark_group("conv2d_fwd_bwd");
     group.sample_size(10).measurement_time(Duration::from_secs(5));
@@ -23,6 +29,9 @@ fn conv(c: &mut Criterion) {
         ("r20-32ch-16x16", [128, 32, 16, 16], 32, 3, 1, 1),
         ("r20-64ch-8x8", [128, 64, 8, 8], 64, 3, 1, 1),
         ("r18-64ch-56x56-b8", [8, 64, 56, 56], 64, 3, 1, 1),
+        ("r18-128ch-28x28-b8", [8, 128, 28, 28], 128, 3, 1, 1),
+        ("r18-256ch-14x14-b8", [8, 256, 14, 14], 256, 3, 1, 1),
+        ("r18-512ch-7x7-b8", [8, 512, 7, 7], 512, 3, 1, 1),
         ("1x1-64to256-56x56-b8", [8, 64, 56, 56], 256, 1, 1, 0),
     ];
     for (name, [n, ci, h, w], co, k, stride, pad) in cases {
@@ -35,6 +44,20 @@ fn conv(c: &mut Criterion) {
                 conv2d(x.as_tensor(), wt.as_tensor(), stride, [pad; 4]).unwrap().sum_all().unwrap().backward().unwrap()
             })
         });
+        if k == 3 && stride == 1 {
+            for (label, algo) in [("ours-im2col", ConvAlgo::Im2col), ("ours-winograd", ConvAlgo::Winograd)] {
+                group.bench_function(format!("{label}/{name}"), |b| {
+                    b.iter(|| {
+                        conv2d_cpu_with(x.as_tensor(), wt.as_tensor(), stride, [pad; 4], algo)
+                            .unwrap()
+                            .sum_all()
+                            .unwrap()
+                            .backward()
+                            .unwrap()
+                    })
+                });
+            }
+        }
         group.bench_function(format!("candle/{name}"), |b| {
             b.iter(|| {
                 conv2d_candle(x.as_tensor(), wt.as_tensor(), stride, [pad; 4])

@@ -16,6 +16,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::cpu_slice;
+use super::winograd::{self, Wino};
 use crate::error::Result;
 
 /// Most groups the weight gradient is accumulated in. The count depends on the shapes only
@@ -90,21 +91,43 @@ impl Geom {
     }
 }
 
+/// How the CPU convolution computes its products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvAlgo {
+    /// Winograd F(2×2, 3×3) ([`super::winograd`]) for the 3×3 stride-1 padding-1 layers where it
+    /// was measured to pay (planes at least 11 wide, at least 32 input channels), im2col + GEMM for
+    /// every other layer (what [`conv2d_cpu`] uses; decisions F12).
+    #[default]
+    Auto,
+    /// im2col + GEMM for every geometry (the path Winograd replaces; for tests and benches).
+    Im2col,
+    /// Winograd for every 3×3 stride-1 padding-1 layer, whether it pays or not, im2col + GEMM
+    /// for the other geometries (for tests and benches). Ignores `EDMIPS_CPU_CONV`.
+    Winograd,
+}
+
 /// `y = conv2d(x, w)` on CPU (f32, contiguous inputs), with gradients to both.
 pub fn conv2d_cpu(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Result<Tensor> {
+    conv2d_cpu_with(x, w, stride, pad, ConvAlgo::Auto)
+}
+
+/// [`conv2d_cpu`] with the product algorithm chosen by the caller (forward and backward).
+pub fn conv2d_cpu_with(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4], algo: ConvAlgo) -> Result<Tensor> {
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    Ok(x.apply_op2(&w, ConvOp { stride, pad })?)
+    Ok(x.apply_op2(&w, ConvOp { stride, pad, algo })?)
 }
 
 struct ConvOp {
     stride: usize,
     pad: [usize; 4],
+    algo: ConvAlgo,
 }
 
 struct ConvBwdOp {
     stride: usize,
     pad: [usize; 4],
+    algo: ConvAlgo,
 }
 
 fn geom(xl: &Layout, wl: &Layout, stride: usize, pad: [usize; 4]) -> candle_core::Result<Geom> {
@@ -118,6 +141,26 @@ fn geom(xl: &Layout, wl: &Layout, stride: usize, pad: [usize; 4]) -> candle_core
         candle_core::bail!("conv: kernel {kh}x{kw} does not fit the padded input {hp}x{wp}");
     }
     Ok(Geom { n, c, h, w, o, kh, kw, stride, pad, oh: (hp - kh) / stride + 1, ow: (wp - kw) / stride + 1 })
+}
+
+/// Whether [`ConvAlgo::Auto`] may take the Winograd path: yes unless the environment sets
+/// `EDMIPS_CPU_CONV=im2col` (an escape hatch, and the switch a side-by-side timing of the two
+/// paths in one binary uses); read once per process.
+pub fn winograd_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("EDMIPS_CPU_CONV").map(|v| v.trim() != "im2col").unwrap_or(true))
+}
+
+/// The Winograd geometry of `g` when `algo`, the environment ([`winograd_enabled`]) and the
+/// layer's kernel, stride, padding and shapes allow it.
+fn winograd_of(g: &Geom, algo: ConvAlgo) -> Option<Wino> {
+    let wg = Wino::new(g.n, g.c, g.h, g.w, g.o);
+    let wanted = match algo {
+        ConvAlgo::Auto => winograd_enabled() && wg.pays(),
+        ConvAlgo::Im2col => false,
+        ConvAlgo::Winograd => true,
+    };
+    (wanted && winograd::applies(g.kh, g.kw, g.stride, g.pad)).then_some(wg)
 }
 
 /// The output columns `[lo, hi)` whose input column `ox·s + j - pl` lies inside `0..w` for
@@ -302,7 +345,7 @@ unsafe fn transpose_avx2(src: &[f32], rows: usize, cols: usize, r8: usize, c8: u
 /// given transposed through their strides. With the `openblas` feature, products of at least
 /// [`blas::BLAS_MIN_MACS`](super::blas::BLAS_MIN_MACS) multiply-adds go to OpenBLAS (F11).
 #[allow(clippy::too_many_arguments)]
-fn matmul(
+pub(super) fn matmul(
     m: usize,
     n: usize,
     k: usize,
@@ -363,6 +406,10 @@ impl CustomOp2 for ConvOp {
         let (x, w) = (cpu_slice(s1, l1, "conv input")?, cpu_slice(s2, l2, "conv kernel")?);
         let (ck, hw) = (g.ck(), g.hw_out());
         let mut y = vec![0f32; g.n * g.o * hw];
+        if let Some(wg) = winograd_of(&g, self.algo) {
+            winograd::forward(&wg, x, w, &mut y);
+            return Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))));
+        }
         let chw = g.c * g.h * g.w;
         y.par_chunks_mut(g.o * hw).enumerate().for_each_init(
             || (g.cols_buffer(), Vec::new()),
@@ -390,7 +437,7 @@ impl CustomOp2 for ConvOp {
         gy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let gy = gy.contiguous()?;
-        let packed = x.apply_op3_no_bwd(w, &gy, &ConvBwdOp { stride: self.stride, pad: self.pad })?;
+        let packed = x.apply_op3_no_bwd(w, &gy, &ConvBwdOp { stride: self.stride, pad: self.pad, algo: self.algo })?;
         let nx = x.elem_count();
         let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
         let dw = packed.narrow(0, nx, w.elem_count())?.reshape(w.shape())?;
@@ -419,6 +466,11 @@ impl CustomOp3 for ConvBwdOp {
         let nx = g.n * chw;
         let mut out = vec![0f32; nx + g.o * ck];
         let (dx, dw) = out.split_at_mut(nx);
+        if let Some(wg) = winograd_of(&g, self.algo) {
+            winograd::input_grad(&wg, gy, w, dx);
+            winograd::weight_grad(&wg, x, gy, dw);
+            return Ok((CpuStorage::F32(out), Shape::from(nx + g.o * ck)));
+        }
         // dx_b = col2im(Wᵀ[ck, o] · gy_b[o, hw]), independently per sample, into the zeroed `dx`.
         dx.par_chunks_mut(chw).enumerate().for_each_init(
             || g.cols_buffer(),

@@ -8,6 +8,7 @@
 //! * [`stats`]: detached statistics (the unbiased std of a weight tensor).
 //! * [`max_pool`], [`avg_pool`] (geometry and CUDA source in [`pool`]): pooling with padding,
 //!   ceil mode and `count_include_pad`, with backward for any kernel and stride.
+//! * [`winograd`]: Winograd F(2×2, 3×3) for the CPU convolution's 3×3 stride-1 layers.
 //! * [`batch_norm`]: train (batch statistics, running-stat update) and eval batch norm.
 //! * `blas` (`openblas` feature): the system OpenBLAS's SGEMM for the convolution's large
 //!   products.
@@ -36,6 +37,7 @@ pub mod mixture;
 pub mod pool;
 pub mod round;
 pub mod stats;
+pub mod winograd;
 
 use candle_core::{CpuStorage, Layout};
 
