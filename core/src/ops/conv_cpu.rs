@@ -128,6 +128,9 @@ struct ConvBwdOp {
     stride: usize,
     pad: [usize; 4],
     algo: ConvAlgo,
+    /// Whether `dx` is wanted: not for an input that no gradient flows to (the images at the
+    /// stem), whose `dx` would be computed and dropped.
+    input_grad: bool,
 }
 
 fn geom(xl: &Layout, wl: &Layout, stride: usize, pad: [usize; 4]) -> candle_core::Result<Geom> {
@@ -437,7 +440,12 @@ impl CustomOp2 for ConvOp {
         gy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let gy = gy.contiguous()?;
-        let packed = x.apply_op3_no_bwd(w, &gy, &ConvBwdOp { stride: self.stride, pad: self.pad, algo: self.algo })?;
+        let input_grad = x.track_op();
+        let op = ConvBwdOp { stride: self.stride, pad: self.pad, algo: self.algo, input_grad };
+        let packed = x.apply_op3_no_bwd(w, &gy, &op)?;
+        if !input_grad {
+            return Ok((None, Some(packed.reshape(w.shape())?)));
+        }
         let nx = x.elem_count();
         let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
         let dw = packed.narrow(0, nx, w.elem_count())?.reshape(w.shape())?;
@@ -463,11 +471,14 @@ impl CustomOp3 for ConvBwdOp {
         let (x, w, gy) =
             (cpu_slice(s1, l1, "conv input")?, cpu_slice(s2, l2, "conv kernel")?, cpu_slice(s3, l3, "conv gradient")?);
         let (ck, hw, chw) = (g.ck(), g.hw_out(), g.c * g.h * g.w);
-        let nx = g.n * chw;
+        // `[dx, dW]`, or `dW` alone when no gradient flows to the input.
+        let nx = if self.input_grad { g.n * chw } else { 0 };
         let mut out = vec![0f32; nx + g.o * ck];
         let (dx, dw) = out.split_at_mut(nx);
         if let Some(wg) = winograd_of(&g, self.algo) {
-            winograd::input_grad(&wg, gy, w, dx);
+            if self.input_grad {
+                winograd::input_grad(&wg, gy, w, dx);
+            }
             winograd::weight_grad(&wg, x, gy, dw);
             return Ok((CpuStorage::F32(out), Shape::from(nx + g.o * ck)));
         }
@@ -542,6 +553,34 @@ mod tests {
         let gr = y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         vec![flat(&y), flat(gr.get(xv.as_tensor()).unwrap()), flat(gr.get(wv.as_tensor()).unwrap())]
+    }
+
+    #[test]
+    fn an_input_without_gradient_gets_none_and_the_same_weight_gradient() {
+        // The stem's case: the images need no gradient, so `dx` is not computed; `dW` is the
+        // same bits as when the input is a variable, on both paths.
+        let dev = Device::Cpu;
+        for (xs, ws, algo) in [
+            ([2, 3, 12, 12], [5, 3, 7, 7], ConvAlgo::Auto),
+            ([2, 4, 12, 12], [6, 4, 3, 3], ConvAlgo::Winograd),
+            ([2, 4, 12, 12], [6, 4, 3, 3], ConvAlgo::Im2col),
+        ] {
+            let x = crate::init::det_fill(xs.iter().product(), 1, 1.0);
+            let wv = Var::from_vec(crate::init::det_fill(ws.iter().product(), 2, 0.3), ws.to_vec(), &dev).unwrap();
+            let dw_of = |xt: &Tensor| {
+                let y = conv2d_cpu_with(xt, wv.as_tensor(), 1, [ws[2] / 2; 4], algo).unwrap();
+                let g = Tensor::from_vec(crate::init::det_fill(y.elem_count(), 9, 1.0), y.shape(), &dev).unwrap();
+                let gr = y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
+                let dw = gr.get(wv.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                (dw, gr.get(xt).is_some())
+            };
+            let plain = Tensor::from_vec(x.clone(), xs.to_vec(), &dev).unwrap();
+            let var = Var::from_vec(x, xs.to_vec(), &dev).unwrap();
+            let (dw_plain, has_dx_plain) = dw_of(&plain);
+            let (dw_var, has_dx_var) = dw_of(var.as_tensor());
+            assert!(!has_dx_plain && has_dx_var, "{xs:?} {ws:?}");
+            assert_eq!(dw_plain, dw_var, "{xs:?} {ws:?} {algo:?}");
+        }
     }
 
     #[test]
