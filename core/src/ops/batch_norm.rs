@@ -22,6 +22,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, Var};
 use rayon::prelude::*;
 
+use super::cpu_path::{multiversion, CpuPath};
 use super::cpu_slice;
 use super::lanes::{sum2_by_lanes, sum_by_lanes};
 
@@ -173,22 +174,66 @@ fn fused_train_cpu(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, c: usize) -> Re
 /// Per-channel f64 statistics of an `[N, C, HW]` slice: `(mean, biased variance)`, each plane
 /// summed in [`super::lanes`] order and the planes in sample order.
 fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
+    let path = CpuPath::detect();
     (0..c)
         .into_par_iter()
         .map(|ci| {
             let m = (n * hw) as f64;
             let mut s = 0f64;
             for ni in 0..n {
-                s += sum_by_lanes(&x[(ni * c + ci) * hw..][..hw], |v| v as f64);
+                s += plane_sum(path, &x[(ni * c + ci) * hw..][..hw]);
             }
             let mean = s / m;
             let mut q = 0f64;
             for ni in 0..n {
-                q += sum_by_lanes(&x[(ni * c + ci) * hw..][..hw], |v| (v as f64 - mean).powi(2));
+                q += plane_sq_dev(path, &x[(ni * c + ci) * hw..][..hw], mean);
             }
             (mean, q / m)
         })
         .collect()
+}
+
+// The per-plane loops of the CPU kernels, each compiled portable and for AVX2
+// ([`super::cpu_path`]); the f64 loops are where the wider vectors pay most.
+
+multiversion! {
+    /// `Σ_e x_e` in f64 lanes.
+    fn plane_sum(xs: &[f32]) -> f64 {
+        sum_by_lanes(xs, |v| v as f64)
+    }
+}
+
+multiversion! {
+    /// `Σ_e (x_e − mean)²` in f64 lanes.
+    fn plane_sq_dev(xs: &[f32], mean: f64) -> f64 {
+        sum_by_lanes(xs, |v| (v as f64 - mean).powi(2))
+    }
+}
+
+multiversion! {
+    /// `y_e = x_e·a + d` (f32, no fused multiply-add).
+    fn plane_affine(y: &mut [f32], xs: &[f32], a: f32, d: f32) {
+        for (o, &v) in y.iter_mut().zip(xs) {
+            *o = v * a + d;
+        }
+    }
+}
+
+multiversion! {
+    /// `(Σ_e g_e, Σ_e g_e·x̂_e)` with `x̂ = (x − mu)·inv`, in f64 lanes.
+    fn plane_bwd_sums(g: &[f32], xs: &[f32], mu: f64, inv: f64) -> (f64, f64) {
+        sum2_by_lanes(g, xs, |gv, xv| (gv as f64, gv as f64 * (xv as f64 - mu) * inv))
+    }
+}
+
+multiversion! {
+    /// `dx_e = k·(m·g_e − sg − x̂_e·sgx)` with `x̂ = (x − mu)·inv`, in f64, rounded once.
+    fn plane_bwd_dx(d: &mut [f32], xs: &[f32], g: &[f32], mu: f64, inv: f64, k: f64, m: f64, sg: f64, sgx: f64) {
+        for ((o, &xv), &gv) in d.iter_mut().zip(xs).zip(g) {
+            let xh = (xv as f64 - mu) * inv;
+            *o = (k * (m * gv as f64 - sg - xh * sgx)) as f32;
+        }
+    }
 }
 
 fn dims(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
@@ -259,11 +304,10 @@ fn normalize_cpu(x: &[f32], w: &[f32], b: &[f32], stats: &[(f64, f64)], eps: f64
             (scale as f32, (b[ci] as f64 - mean * scale) as f32)
         })
         .collect();
+    let path = CpuPath::detect();
     y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yo, xi))| {
         let (a, d) = coef[p % c];
-        for (o, &v) in yo.iter_mut().zip(xi) {
-            *o = v * a + d;
-        }
+        plane_affine(path, yo, xi, a, d);
     });
 }
 
@@ -381,6 +425,7 @@ impl CustomOp3 for BnTrainBwd {
         let aux = cpu_slice(s3, l3, "batch norm backward")?;
         let (mean, var, w) = (&aux[..c], &aux[c..2 * c], &aux[2 * c..3 * c]);
         let m = (n * hw) as f64;
+        let path = CpuPath::detect();
         // Per channel: Σ g and Σ g·x̂ in f64.
         let sums: Vec<(f64, f64, f64)> = (0..c)
             .into_par_iter()
@@ -390,9 +435,7 @@ impl CustomOp3 for BnTrainBwd {
                 let (mut sg, mut sgx) = (0f64, 0f64);
                 for ni in 0..n {
                     let o = (ni * c + ci) * hw;
-                    let (a, b) = sum2_by_lanes(&g[o..o + hw], &x[o..o + hw], |gv, xv| {
-                        (gv as f64, gv as f64 * (xv as f64 - mu) * inv)
-                    });
+                    let (a, b) = plane_bwd_sums(path, &g[o..o + hw], &x[o..o + hw], mu, inv);
                     sg += a;
                     sgx += b;
                 }
@@ -406,10 +449,7 @@ impl CustomOp3 for BnTrainBwd {
             let ci = p % c;
             let (sg, sgx, inv) = sums[ci];
             let (mu, k) = (mean[ci] as f64, w[ci] as f64 * inv / m);
-            for ((o, &xv), &gv) in d.iter_mut().zip(xi).zip(gi) {
-                let xh = (xv as f64 - mu) * inv;
-                *o = (k * (m * gv as f64 - sg - xh * sgx)) as f32;
-            }
+            plane_bwd_dx(path, d, xi, gi, mu, inv, k, m, sg, sgx);
         });
         for (ci, &(sg, sgx, _)) in sums.iter().enumerate() {
             tail[ci] = sgx as f32;
@@ -783,6 +823,35 @@ mod tests {
             let (new, old) = (run(false), run(true));
             for (k, what) in ["y", "mean", "var", "dx", "dweight", "dbias"].iter().enumerate() {
                 assert_eq!(new[k], old[k], "{what} (affine {affine})");
+            }
+        }
+    }
+
+    /// Every plane kernel gives the same bits on every CPU path (portable, AVX2), at lengths
+    /// around the lane count; the f64 reference test above checks the values themselves.
+    #[test]
+    fn plane_kernels_are_bitwise_equal_on_every_cpu_path() {
+        for len in [1usize, 7, 8, 9, 64, 1000] {
+            let x = det_fill(len, 11, 2.0);
+            let g = det_fill(len, 12, 1.0);
+            let (mu, inv, k, m, sg, sgx) = (0.125, 1.7, 0.3, len as f64, 0.4, -0.9);
+            let p0 = CpuPath::Portable;
+            let mut want = (vec![0f32; len], vec![0f32; len]);
+            plane_affine(p0, &mut want.0, &x, 1.3, -0.2);
+            plane_bwd_dx(p0, &mut want.1, &x, &g, mu, inv, k, m, sg, sgx);
+            for path in CpuPath::available() {
+                let what = format!("{path:?}, len {len}");
+                assert_eq!(plane_sum(path, &x).to_bits(), plane_sum(p0, &x).to_bits(), "{what}");
+                assert_eq!(plane_sq_dev(path, &x, mu).to_bits(), plane_sq_dev(p0, &x, mu).to_bits(), "{what}");
+                let (a, b) = plane_bwd_sums(path, &g, &x, mu, inv);
+                let (a0, b0) = plane_bwd_sums(p0, &g, &x, mu, inv);
+                assert_eq!((a.to_bits(), b.to_bits()), (a0.to_bits(), b0.to_bits()), "{what}");
+                let mut got = (vec![0f32; len], vec![0f32; len]);
+                plane_affine(path, &mut got.0, &x, 1.3, -0.2);
+                plane_bwd_dx(path, &mut got.1, &x, &g, mu, inv, k, m, sg, sgx);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got.0), bits(&want.0), "{what}");
+                assert_eq!(bits(&got.1), bits(&want.1), "{what}");
             }
         }
     }

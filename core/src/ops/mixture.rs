@@ -98,27 +98,7 @@ struct MixtureBwdOp<Q> {
     _q: PhantomData<fn() -> Q>,
 }
 
-/// Which CPU code path the kernels take: chosen once per call from the processor's features.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CpuPath {
-    /// The portable build: one pass per chunk, element by element (on the x86-64 baseline,
-    /// SSE2, rounding is a libm call, so the fewer passes the better).
-    Portable,
-    /// Branch-by-branch loops compiled for AVX2 (8-wide vectors, `vroundps` rounding), when
-    /// the processor has it.
-    Avx2,
-}
-
-impl CpuPath {
-    /// The fastest path this processor supports.
-    pub fn detect() -> CpuPath {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            return CpuPath::Avx2;
-        }
-        CpuPath::Portable
-    }
-}
+pub use super::cpu_path::CpuPath;
 
 /// Forward over one chunk, branch by branch: `o[e] = 0 + p_0·q_0(x_e) + p_1·q_1(x_e) + ...`,
 /// the same additions in the same order per element as an element-by-element loop, written so

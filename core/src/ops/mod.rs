@@ -12,6 +12,7 @@
 //! * [`batch_norm`]: train (batch statistics, running-stat update) and eval batch norm.
 //! * `blas` (`openblas` feature): the system OpenBLAS's SGEMM for the convolution's large
 //!   products.
+//! * [`cpu_path`]: the run-time choice between the portable and the AVX2 build of a kernel.
 //! * [`lanes`]: fixed-order f64 partial sums that vectorise (the CPU kernels' reductions).
 //! * [`consts`]: small constant tensors built once per device (no host-to-device copy per
 //!   layer per step).
@@ -28,6 +29,7 @@ pub mod blas;
 pub mod consts;
 pub mod conv;
 pub mod conv_cpu;
+pub mod cpu_path;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod kernels;
