@@ -22,9 +22,9 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, Var};
 use rayon::prelude::*;
 
-use super::cpu_path::{multiversion, CpuPath};
+use super::cpu_path::{multiversion, multiversion_wide, CpuPath};
 use super::cpu_slice;
-use super::lanes::{sum2_by_lanes, sum_by_lanes};
+use super::lanes::{reduce, reduce2};
 
 use crate::error::{Error, Result};
 
@@ -196,17 +196,21 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
 // The per-plane loops of the CPU kernels, each compiled portable and for AVX2
 // ([`super::cpu_path`]); the f64 loops are where the wider vectors pay most.
 
-multiversion! {
+multiversion_wide! {
     /// `Σ_e x_e` in f64 lanes.
-    fn plane_sum(xs: &[f32]) -> f64 {
-        sum_by_lanes(xs, |v| v as f64)
+    fn plane_sum<W>(xs: &[f32]) -> f64 {
+        reduce::<W>(xs, |v| v)
     }
 }
 
-multiversion! {
+multiversion_wide! {
     /// `Σ_e (x_e − mean)²` in f64 lanes.
-    fn plane_sq_dev(xs: &[f32], mean: f64) -> f64 {
-        sum_by_lanes(xs, |v| (v as f64 - mean).powi(2))
+    fn plane_sq_dev<W>(xs: &[f32], mean: f64) -> f64 {
+        let mean = W::splat(mean);
+        reduce::<W>(xs, |v| {
+            let d = v.sub(mean);
+            d.mul(d)
+        })
     }
 }
 
@@ -219,10 +223,11 @@ multiversion! {
     }
 }
 
-multiversion! {
+multiversion_wide! {
     /// `(Σ_e g_e, Σ_e g_e·x̂_e)` with `x̂ = (x − mu)·inv`, in f64 lanes.
-    fn plane_bwd_sums(g: &[f32], xs: &[f32], mu: f64, inv: f64) -> (f64, f64) {
-        sum2_by_lanes(g, xs, |gv, xv| (gv as f64, gv as f64 * (xv as f64 - mu) * inv))
+    fn plane_bwd_sums<W>(g: &[f32], xs: &[f32], mu: f64, inv: f64) -> (f64, f64) {
+        let (mu, inv) = (W::splat(mu), W::splat(inv));
+        reduce2::<W>(g, xs, |gv, _| gv, |gv, xv| gv.mul(xv.sub(mu)).mul(inv))
     }
 }
 

@@ -75,6 +75,36 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// [`multiversion!`] for a body generic over the f64 lane type `W`
+/// ([`Wide`](crate::ops::lanes::Wide)): the portable version runs it with `[f64; 8]`, the AVX2
+/// one with [`F64x8`](crate::ops::lanes::avx2::F64x8).
+macro_rules! multiversion_wide {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<$w:ident>($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name(path: $crate::ops::cpu_path::CpuPath, $($a: $t),*) $(-> $r)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body<$w: $crate::ops::lanes::Wide>($($a: $t),*) $(-> $r)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx2($($a: $t),*) $(-> $r)? {
+                body::<$crate::ops::lanes::avx2::F64x8>($($a),*)
+            }
+            match path {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the processor has AVX2 (checked here, the check is cached by std).
+                $crate::ops::cpu_path::CpuPath::Avx2 if std::is_x86_feature_detected!("avx2") => unsafe {
+                    avx2($($a),*)
+                },
+                _ => body::<[f64; $crate::ops::lanes::LANES]>($($a),*),
+            }
+        }
+    };
+}
+pub(crate) use multiversion_wide;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use super::cpu_slice;
-use super::lanes::{sum_lanes, sum_zip_by_lanes};
+use super::lanes::{reduce_dot, sum_lanes, Wide};
 use crate::error::{Error, Result};
 use crate::ops::kernels::CUDA_BLOCK;
 
@@ -120,7 +120,7 @@ fn forward_chunk<Q: ElementQuantizer>(o: &mut [f32], xs: &[f32], probs: &[f32], 
 /// [`DP_LANES`] lanes.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
-fn backward_chunk<Q: ElementQuantizer>(
+fn backward_chunk<Q: ElementQuantizer, W: Wide>(
     d: &mut [f32],
     xs: &[f32],
     gs: &[f32],
@@ -134,7 +134,7 @@ fn backward_chunk<Q: ElementQuantizer>(
         for (de, &xe) in d.iter_mut().zip(xs) {
             *de += p * Q::ste(xe, prm);
         }
-        dp[b] = sum_zip_by_lanes(xs, gs, |xe, ge| Q::q(xe, prm) as f64 * ge as f64);
+        dp[b] = reduce_dot::<W>(xs, gs, |xe| Q::q(xe, prm));
     }
     for (de, &ge) in d.iter_mut().zip(gs) {
         *de *= ge;
@@ -194,7 +194,7 @@ fn backward_chunk_avx2<Q: ElementQuantizer>(
     probs: &[f32],
     params: &[f32],
 ) -> [f64; MAX_BRANCHES] {
-    backward_chunk::<Q>(d, xs, gs, probs, params)
+    backward_chunk::<Q, super::lanes::avx2::F64x8>(d, xs, gs, probs, params)
 }
 
 /// The element-by-element kernels (the portable path's chunk functions), single-threaded:
