@@ -334,7 +334,8 @@ impl CustomOp3 for BnTrainCpu {
         if self.stats.len() != c {
             candle_core::bail!("batch norm: {c} channels, but {} statistics", self.stats.len());
         }
-        let mut y = vec![0f32; x.len()];
+        // SAFETY: `normalize_cpu` writes every plane in full.
+        let mut y = unsafe { super::output_buffer(x.len())? };
         normalize_cpu(x, w, b, &self.stats, self.eps, hw, &mut y);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -373,7 +374,8 @@ impl CustomOp3 for BnTrain {
         let ((n, c, hw), x, w, b) = train_inputs((s1, l1), (s2, l2), (s3, l3))?;
         let stats = channel_stats(x, n, c, hw);
         let total = n * c * hw;
-        let mut out = vec![0f32; total + 2 * c];
+        // SAFETY: `normalize_cpu` writes all of `y`, the loop below the `2c` statistics.
+        let mut out = unsafe { super::output_buffer(total + 2 * c)? };
         let (y, tail) = out.split_at_mut(total);
         normalize_cpu(x, w, b, &stats, self.eps, hw, y);
         for (ci, &(mean, var)) in stats.iter().enumerate() {
@@ -448,7 +450,8 @@ impl CustomOp3 for BnTrainBwd {
             })
             .collect();
         let total = n * c * hw;
-        let mut out = vec![0f32; total + 2 * c];
+        // SAFETY: every plane of `dx` is written below, and the `2c` sums after it.
+        let mut out = unsafe { super::output_buffer(total + 2 * c)? };
         let (dx, tail) = out.split_at_mut(total);
         dx.par_chunks_mut(hw).zip(x.par_chunks(hw)).zip(g.par_chunks(hw)).enumerate().for_each(|(p, ((d, xi), gi))| {
             let ci = p % c;

@@ -408,7 +408,9 @@ impl CustomOp2 for ConvOp {
         let g = geom(l1, l2, self.stride, self.pad)?;
         let (x, w) = (cpu_slice(s1, l1, "conv input")?, cpu_slice(s2, l2, "conv kernel")?);
         let (ck, hw) = (g.ck(), g.hw_out());
-        let mut y = vec![0f32; g.n * g.o * hw];
+        // SAFETY: both paths write every element: Winograd's output transforms each plane in
+        // full, the GEMM path each sample's block (no accumulation into `y`).
+        let mut y = unsafe { super::output_buffer(g.n * g.o * hw)? };
         if let Some(wg) = winograd_of(&g, self.algo) {
             winograd::forward(&wg, x, w, &mut y);
             return Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))));
@@ -473,7 +475,10 @@ impl CustomOp3 for ConvBwdOp {
         let (ck, hw, chw) = (g.ck(), g.hw_out(), g.c * g.h * g.w);
         // `[dx, dW]`, or `dW` alone when no gradient flows to the input.
         let nx = if self.input_grad { g.n * chw } else { 0 };
-        let mut out = vec![0f32; nx + g.o * ck];
+        // SAFETY: every element is written below: Winograd overwrites `dx` and `dW`; on the GEMM
+        // path each sample's `dx` block is overwritten (pointwise) or zeroed and then
+        // accumulated into by `col2im`, and `dW` is the transpose's output.
+        let mut out = unsafe { super::output_buffer(nx + g.o * ck)? };
         let (dx, dw) = out.split_at_mut(nx);
         if let Some(wg) = winograd_of(&g, self.algo) {
             if self.input_grad {
@@ -482,7 +487,8 @@ impl CustomOp3 for ConvBwdOp {
             winograd::weight_grad(&wg, x, gy, dw);
             return Ok((CpuStorage::F32(out), Shape::from(nx + g.o * ck)));
         }
-        // dx_b = col2im(Wᵀ[ck, o] · gy_b[o, hw]), independently per sample, into the zeroed `dx`.
+        // dx_b = col2im(Wᵀ[ck, o] · gy_b[o, hw]), independently per sample, into `dx_b` zeroed
+        // just before (while it is in cache).
         dx.par_chunks_mut(chw).enumerate().for_each_init(
             || g.cols_buffer(),
             |dcols, (b, dxb)| {
@@ -491,6 +497,7 @@ impl CustomOp3 for ConvBwdOp {
                     matmul(ck, hw, g.o, dxb, false, w, 1, ck as isize, gyb, hw as isize, 1);
                 } else {
                     matmul(ck, hw, g.o, dcols, false, w, 1, ck as isize, gyb, hw as isize, 1);
+                    dxb.fill(0.0);
                     col2im(&g, dcols, dxb);
                 }
             },

@@ -298,7 +298,8 @@ impl<Q: ElementQuantizer> CustomOp2 for MixtureOp<Q> {
         let x = cpu_slice(s1, l1, "mixture op x")?;
         let pp = cpu_slice(s2, l2, "mixture op weights")?;
         let (probs, params) = pp.split_at(self.k);
-        let mut out = vec![0f32; x.len()];
+        // SAFETY: `cpu_forward` writes every element (each chunk in full).
+        let mut out = unsafe { super::output_buffer(x.len())? };
         cpu_forward::<Q>(x, probs, params, &mut out);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -350,7 +351,8 @@ impl<Q: ElementQuantizer> CustomOp3 for MixtureBwdOp<Q> {
         let g = cpu_slice(s3, l3, "mixture op gradient")?;
         let (probs, params) = pp.split_at(self.k);
         let n = x.len();
-        let mut out = vec![0f32; n + self.k];
+        // SAFETY: `cpu_backward` writes all of `dx` (each chunk in full), `dp` the rest.
+        let mut out = unsafe { super::output_buffer(n + self.k)? };
         let dp = cpu_backward::<Q>(x, probs, params, g, &mut out[..n]);
         out[n..].copy_from_slice(&dp);
         Ok((CpuStorage::F32(out), Shape::from(n + self.k)))
