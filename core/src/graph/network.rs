@@ -117,6 +117,11 @@ pub struct Network {
     layer_nodes: Vec<usize>,
     /// Number of consumers of each node (the output counts one extra).
     uses: Vec<usize>,
+    /// Batch-norm nodes whose output feeds one quantized conv and nothing else: in train mode
+    /// the conv's activation quantizer may fuse the batch norm ([`Quantizer::mix_batch_norm`]).
+    bn_into_quant: Vec<bool>,
+    /// Whether train mode tries that fusion ([`Network::set_fused_batch_norm`]).
+    fuse_batch_norm: bool,
     relaxation: Arc<dyn Relaxation>,
 }
 
@@ -333,7 +338,54 @@ impl Network {
         if let Some(l) = layer_nodes.iter().position(|&n| n == usize::MAX) {
             return Err(Error::msg(format!("searchable layer {l} has no node in the graph")));
         }
-        Ok(Network { graph, params, mode, runtime, layer_nodes, uses, relaxation })
+        let mut bn_into_quant = vec![false; graph.nodes.len()];
+        for node in &graph.nodes {
+            if let (NodeOp::QuantConv { .. }, [j]) = (&node.op, node.inputs.as_slice()) {
+                bn_into_quant[*j] = matches!(graph.nodes[*j].op, NodeOp::BatchNorm { .. }) && uses[*j] == 1;
+            }
+        }
+        Ok(Network {
+            graph,
+            params,
+            mode,
+            runtime,
+            layer_nodes,
+            uses,
+            bn_into_quant,
+            fuse_batch_norm: true,
+            relaxation,
+        })
+    }
+
+    /// Turns the train-mode fusion of a batch norm into the quantized conv after it on or off
+    /// (on by default). The fused and the composed forms give the same values and gradients
+    /// (`tests/fused_batch_norm.rs`); this switch exists to compare them.
+    pub fn set_fused_batch_norm(&mut self, on: bool) {
+        self.fuse_batch_norm = on;
+    }
+
+    /// The number of batch norms whose output feeds one quantized conv and nothing else: the
+    /// ones train mode offers to that conv's activation quantizer to fuse.
+    pub fn fusable_batch_norms(&self) -> usize {
+        self.bn_into_quant.iter().filter(|&&b| b).count()
+    }
+
+    /// The batch-norm parameters of node `ni` and its name, if it is a batch norm.
+    fn bn_params(&self, ni: usize) -> Option<(BatchNormParams<'_>, &str)> {
+        match &self.runtime[ni] {
+            Runtime::BatchNorm { name, weight, bias, running_mean, running_var, opts } => Some((
+                BatchNormParams {
+                    weight: weight.as_ref().map(|v| v.as_tensor()),
+                    bias: bias.as_ref().map(|v| v.as_tensor()),
+                    running_mean,
+                    running_var,
+                    eps: opts.eps,
+                    momentum: opts.momentum,
+                },
+                name.as_str(),
+            )),
+            _ => None,
+        }
     }
 
     /// Runs the network on `x` (`[N, C, size, size]`). `train` selects batch statistics (and
@@ -359,6 +411,8 @@ impl Network {
         let search = matches!(self.mode, LayerMode::Search { .. });
         let mut dists = Vec::with_capacity(if search { self.layer_nodes.len() } else { 0 });
         let mut layer_outputs = Vec::with_capacity(self.layer_nodes.len());
+        // Batch norms left to the quantized conv after them: their value is their input.
+        let mut deferred = vec![false; nodes.len()];
 
         for (ni, node) in nodes.iter().enumerate().skip(1) {
             let ins: Vec<Tensor> = node
@@ -367,31 +421,49 @@ impl Network {
                 .map(|&j| vals[j].clone().ok_or_else(|| Error::msg(format!("node {ni}: input node {j} not computed"))))
                 .collect::<Result<_>>()?;
             let x0 = &ins[0];
+            // The batch norm in front of a quantized conv, if it was deferred to it.
+            let bn_in = match node.inputs.first() {
+                Some(&j) if deferred[j] => self.bn_params(j),
+                _ => None,
+            };
             let y = match (&node.op, &self.runtime[ni]) {
                 (NodeOp::Conv { .. }, Runtime::Conv(c)) => c.forward(x0)?,
+                (NodeOp::BatchNorm { .. }, Runtime::BatchNorm { .. })
+                    if train && self.fuse_batch_norm && self.bn_into_quant[ni] =>
+                {
+                    deferred[ni] = true;
+                    x0.clone()
+                }
                 (NodeOp::QuantConv { .. }, Runtime::Mixed(m)) => {
-                    let o = m.forward(x0, ctx)?;
+                    let fused = match &bn_in {
+                        Some((p, name)) => m.forward_after_batch_norm(x0, p, name, ctx)?,
+                        None => None,
+                    };
+                    let o = match (fused, &bn_in) {
+                        (Some(o), _) => o,
+                        (None, Some((p, name))) => m.forward(&batch_norm_train(x0, p, name)?, ctx)?,
+                        (None, None) => m.forward(x0, ctx)?,
+                    };
                     dists.push((o.act, o.weight));
                     layer_outputs.push(o.y.clone());
                     o.y
                 }
                 (NodeOp::QuantConv { .. }, Runtime::Fixed(f)) => {
-                    let y = f.forward(x0)?;
+                    let fused = match &bn_in {
+                        Some((p, name)) => f.forward_after_batch_norm(x0, p, name)?,
+                        None => None,
+                    };
+                    let y = match (fused, &bn_in) {
+                        (Some(y), _) => y,
+                        (None, Some((p, name))) => f.forward(&batch_norm_train(x0, p, name)?)?,
+                        (None, None) => f.forward(x0)?,
+                    };
                     layer_outputs.push(y.clone());
                     y
                 }
-                (
-                    NodeOp::BatchNorm { .. },
-                    Runtime::BatchNorm { name, weight, bias, running_mean, running_var, opts },
-                ) => {
-                    let p = BatchNormParams {
-                        weight: weight.as_ref().map(|v| v.as_tensor()),
-                        bias: bias.as_ref().map(|v| v.as_tensor()),
-                        running_mean,
-                        running_var,
-                        eps: opts.eps,
-                        momentum: opts.momentum,
-                    };
+                (NodeOp::BatchNorm { .. }, Runtime::BatchNorm { .. }) => {
+                    let (p, name) =
+                        self.bn_params(ni).ok_or_else(|| Error::msg(format!("node {ni}: no batch norm state")))?;
                     if train {
                         batch_norm_train(x0, &p, name)?
                     } else {

@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 use super::learned::LearnedState;
 use crate::bits::{check_layer_bits, Precision};
 use crate::error::Result;
 use crate::layer_info::LayerInfo;
+use crate::ops::batch_norm::BatchNormParams;
+use crate::ops::consts::cached;
 use crate::ops::conv::conv2d;
 use crate::traits::{Operand, Quantizer};
 
@@ -48,6 +50,30 @@ impl FixedConv {
         let aq = self.act_quantizer.as_ref();
         self.act_learned.ensure_initialized(aq, x, Operand::Activation, &[self.abit])?;
         let xq = aq.quantize(x, Operand::Activation, self.abit, &self.act_learned.tensors_of(0))?;
+        self.conv_quantized(&xq)
+    }
+
+    /// [`forward`](Self::forward) of `batch_norm_train(x)` for the batch norm `bn` in front of
+    /// this layer, the batch norm fused into the activation quantizer
+    /// ([`Quantizer::mix_batch_norm`] with one candidate at weight 1); `None`, with nothing
+    /// computed, where the quantizer has no fused kernel for it or the layer has
+    /// data-initialised quantizer parameters.
+    pub fn forward_after_batch_norm(&self, x: &Tensor, bn: &BatchNormParams, bn_name: &str) -> Result<Option<Tensor>> {
+        super::check_input(&self.info, x)?;
+        if self.act_learned.initialized.is_some() {
+            return Ok(None);
+        }
+        let one = cached(x.device(), "fixed_conv.one", &[], |d| Ok(Tensor::ones(1, DType::F32, d)?))?;
+        let learned = vec![self.act_learned.tensors_of(0)];
+        let aq = self.act_quantizer.as_ref();
+        match aq.mix_batch_norm(x, bn, bn_name, Operand::Activation, &[self.abit], &one, &learned)? {
+            Some(xq) => Ok(Some(self.conv_quantized(&xq)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The convolution of the quantized input `xq` with the quantized weight.
+    fn conv_quantized(&self, xq: &Tensor) -> Result<Tensor> {
         let w = self.weight.as_tensor();
         let wq = if Precision::is_full(self.wbit) {
             w.clone()
@@ -56,6 +82,6 @@ impl FixedConv {
             self.weight_learned.ensure_initialized(wqz, w, Operand::Weight, &[self.wbit])?;
             wqz.quantize(w, Operand::Weight, self.wbit, &self.weight_learned.tensors_of(0))?
         };
-        conv2d(&xq, &wq, self.info.stride.0, self.info.padding)
+        conv2d(xq, &wq, self.info.stride.0, self.info.padding)
     }
 }

@@ -8,6 +8,7 @@ use super::learned::LearnedState;
 use crate::bits::check_candidates;
 use crate::error::Result;
 use crate::layer_info::LayerInfo;
+use crate::ops::batch_norm::BatchNormParams;
 use crate::ops::conv::conv2d;
 use crate::traits::{BitDistribution, Operand, Quantizer, RelaxContext, Relaxation};
 
@@ -102,6 +103,33 @@ impl MixedConv {
         let wh = self.mixed_weight(&weight)?;
         let y = conv2d(&xh, &wh, self.info.stride.0, self.info.padding)?;
         Ok(MixedOutput { y, act, weight })
+    }
+
+    /// [`forward`](Self::forward) of `batch_norm_train(x)` for the batch norm `bn` in front of
+    /// this layer, the batch norm fused into the activation mixture
+    /// ([`Quantizer::mix_batch_norm`]); `None`, with nothing computed, where the quantizer has
+    /// no fused kernel for it or the layer has data-initialised quantizer parameters.
+    pub fn forward_after_batch_norm(
+        &self,
+        x: &Tensor,
+        bn: &BatchNormParams,
+        bn_name: &str,
+        ctx: &RelaxContext,
+    ) -> Result<Option<MixedOutput>> {
+        super::check_input(&self.info, x)?;
+        if self.act_learned.initialized.is_some() {
+            return Ok(None);
+        }
+        let act = self.act_distribution(ctx)?;
+        let q = self.act_quantizer.as_ref();
+        let learned = self.act_learned.tensors();
+        let Some(xh) = q.mix_batch_norm(x, bn, bn_name, Operand::Activation, &act.bits, &act.probs, &learned)? else {
+            return Ok(None);
+        };
+        let weight = self.weight_distribution(ctx)?;
+        let wh = self.mixed_weight(&weight)?;
+        let y = conv2d(&xh, &wh, self.info.stride.0, self.info.padding)?;
+        Ok(Some(MixedOutput { y, act, weight }))
     }
 
     /// The current logits as host vectors `(alpha_activ, alpha_weight)`.

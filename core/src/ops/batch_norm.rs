@@ -95,7 +95,8 @@ pub fn batch_norm_train_composed(x: &Tensor, p: &BatchNormParams, name: &str) ->
     train(x, p, name, false)
 }
 
-fn train(x: &Tensor, p: &BatchNormParams, name: &str, fused: bool) -> Result<Tensor> {
+/// Checks a train-mode input: `(channels, values per channel)`, the latter at least 2.
+fn check_train(x: &Tensor, p: &BatchNormParams, name: &str) -> Result<(usize, usize)> {
     let c = check(x, p, name)?;
     let (n, _, h, w) = x.dims4()?;
     let count = n * h * w;
@@ -105,10 +106,20 @@ fn train(x: &Tensor, p: &BatchNormParams, name: &str, fused: bool) -> Result<Ten
             x.dims()
         )));
     }
+    Ok((c, count))
+}
+
+fn train(x: &Tensor, p: &BatchNormParams, name: &str, fused: bool) -> Result<Tensor> {
+    let (c, count) = check_train(x, p, name)?;
     let x = x.to_dtype(DType::F32)?;
     let (y, mean, var) = if fused { fused_train(&x, p, c)? } else { composed_train(&x, p, c)? };
+    update_running(p, &mean, &var, count)?;
+    Ok(y)
+}
 
-    // Running statistics: detached, updated in place.
+/// The running statistics' update from the batch `mean` and biased `var` over `count` values
+/// per channel: detached, in place.
+fn update_running(p: &BatchNormParams, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
     let m = p.momentum;
     let bmean = mean.detach().flatten_all()?;
     let bvar = (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?;
@@ -116,7 +127,55 @@ fn train(x: &Tensor, p: &BatchNormParams, name: &str, fused: bool) -> Result<Ten
     let rv = ((p.running_var.as_tensor().detach() * (1.0 - m))? + (bvar * m)?)?;
     p.running_mean.set(&rm)?;
     p.running_var.set(&rv)?;
-    Ok(y)
+    Ok(())
+}
+
+/// What an op that fuses train-mode batch norm with the op after it needs on the CPU
+/// ([`super::bn_mixture`]): the statistics and coefficients the fused batch norm uses, after
+/// the same checks and the same running-statistics update.
+pub(crate) struct CpuTrain {
+    /// The input as a contiguous f32 tensor.
+    pub x: Tensor,
+    /// `(N, C, H·W)`.
+    pub dims: (usize, usize, usize),
+    /// The scale `γ` (ones without affine) and shift `β` (zeros), f32, contiguous.
+    pub weight: Tensor,
+    /// See `weight`.
+    pub bias: Tensor,
+    /// Per-channel `(a, d)` with `y = x·a + d`, as the fused forward computes them.
+    pub coef: Vec<(f32, f32)>,
+    /// `[mean (C), biased var (C)]` rounded to f32: what the backward reads.
+    pub mean_var: Tensor,
+}
+
+/// Train-mode batch norm's preparation on the CPU for a fused op: the checks, the batch
+/// statistics (as [`batch_norm_train`] computes them, bit for bit) and the running-statistics
+/// update. The caller applies `y = x·a + d` itself.
+pub(crate) fn cpu_train(x: &Tensor, p: &BatchNormParams, name: &str) -> Result<CpuTrain> {
+    let (c, count) = check_train(x, p, name)?;
+    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    let dev = x.device().clone();
+    let weight = match p.weight {
+        Some(w) => w.to_dtype(DType::F32)?.contiguous()?,
+        None => Tensor::ones(c, DType::F32, &dev)?,
+    };
+    let bias = match p.bias {
+        Some(b) => b.to_dtype(DType::F32)?.contiguous()?,
+        None => Tensor::zeros(c, DType::F32, &dev)?,
+    };
+    let (n, _, h, wd) = x.dims4()?;
+    let stats = {
+        let (st, l) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(cs) = &*st else {
+            return Err(Error::msg(format!("batch norm {name}: the fused CPU path got a tensor on another device")));
+        };
+        channel_stats(cpu_slice(cs, l, "batch norm")?, n, c, h * wd)
+    };
+    let coef = affine_coefficients(&weight.to_vec1::<f32>()?, &bias.to_vec1::<f32>()?, &stats, p.eps);
+    let mean_var: Vec<f32> = stats.iter().map(|s| s.0 as f32).chain(stats.iter().map(|s| s.1 as f32)).collect();
+    let mean_var = Tensor::from_vec(mean_var, 2 * c, &dev)?;
+    update_running(p, &mean_var.narrow(0, 0, c)?, &mean_var.narrow(0, c, c)?, count)?;
+    Ok(CpuTrain { x, dims: (n, c, h * wd), weight, bias, coef, mean_var })
 }
 
 /// Composed train-mode normalisation: `(y, batch mean, biased batch variance)`.
@@ -216,7 +275,7 @@ multiversion_wide! {
 
 multiversion! {
     /// `y_e = x_e·a + d` (f32, no fused multiply-add).
-    fn plane_affine(y: &mut [f32], xs: &[f32], a: f32, d: f32) {
+    pub(crate) fn plane_affine(y: &mut [f32], xs: &[f32], a: f32, d: f32) {
         for (o, &v) in y.iter_mut().zip(xs) {
             *o = v * a + d;
         }
@@ -231,12 +290,29 @@ multiversion_wide! {
     }
 }
 
+/// One element of batch norm's input gradient: `k·(m·g − sg − x̂·sgx)` with
+/// `x̂ = (x − mu)·inv`, in f64, rounded once.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn bwd_dx(xv: f32, gv: f32, mu: f64, inv: f64, k: f64, m: f64, sg: f64, sgx: f64) -> f32 {
+    let xh = (xv as f64 - mu) * inv;
+    (k * (m * gv as f64 - sg - xh * sgx)) as f32
+}
+
 multiversion! {
-    /// `dx_e = k·(m·g_e − sg − x̂_e·sgx)` with `x̂ = (x − mu)·inv`, in f64, rounded once.
+    /// [`bwd_dx`] over a plane.
     fn plane_bwd_dx(d: &mut [f32], xs: &[f32], g: &[f32], mu: f64, inv: f64, k: f64, m: f64, sg: f64, sgx: f64) {
         for ((o, &xv), &gv) in d.iter_mut().zip(xs).zip(g) {
-            let xh = (xv as f64 - mu) * inv;
-            *o = (k * (m * gv as f64 - sg - xh * sgx)) as f32;
+            *o = bwd_dx(xv, gv, mu, inv, k, m, sg, sgx);
+        }
+    }
+}
+
+multiversion! {
+    /// [`bwd_dx`] over a plane whose gradient is `d` itself (overwritten with `dx`).
+    fn plane_bwd_dx_in_place(d: &mut [f32], xs: &[f32], mu: f64, inv: f64, k: f64, m: f64, sg: f64, sgx: f64) {
+        for (o, &xv) in d.iter_mut().zip(xs) {
+            *o = bwd_dx(xv, *o, mu, inv, k, m, sg, sgx);
         }
     }
 }
@@ -301,19 +377,24 @@ struct BnTrainCpu {
 /// `C = w.len()` channels of `hw` values.
 fn normalize_cpu(x: &[f32], w: &[f32], b: &[f32], stats: &[(f64, f64)], eps: f64, hw: usize, y: &mut [f32]) {
     let c = w.len();
-    let coef: Vec<(f32, f32)> = stats
+    let coef = affine_coefficients(w, b, stats, eps);
+    let path = CpuPath::detect();
+    y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yo, xi))| {
+        let (a, d) = coef[p % c];
+        plane_affine(path, yo, xi, a, d);
+    });
+}
+
+/// Per-channel `(a, d) = (w/√(var+ε), b − mean·a)`, computed in f64 and rounded once each.
+pub(crate) fn affine_coefficients(w: &[f32], b: &[f32], stats: &[(f64, f64)], eps: f64) -> Vec<(f32, f32)> {
+    stats
         .iter()
         .enumerate()
         .map(|(ci, &(mean, var))| {
             let scale = w[ci] as f64 / (var + eps).sqrt();
             (scale as f32, (b[ci] as f64 - mean * scale) as f32)
         })
-        .collect();
-    let path = CpuPath::detect();
-    y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yo, xi))| {
-        let (a, d) = coef[p % c];
-        plane_affine(path, yo, xi, a, d);
-    });
+        .collect()
 }
 
 impl CustomOp3 for BnTrainCpu {
@@ -431,35 +512,12 @@ impl CustomOp3 for BnTrainBwd {
         let g = cpu_slice(s2, l2, "batch norm backward")?;
         let aux = cpu_slice(s3, l3, "batch norm backward")?;
         let (mean, var, w) = (&aux[..c], &aux[c..2 * c], &aux[2 * c..3 * c]);
-        let m = (n * hw) as f64;
-        let path = CpuPath::detect();
-        // Per channel: Σ g and Σ g·x̂ in f64.
-        let sums: Vec<(f64, f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ci| {
-                let inv = 1.0 / (var[ci] as f64 + self.eps).sqrt();
-                let mu = mean[ci] as f64;
-                let (mut sg, mut sgx) = (0f64, 0f64);
-                for ni in 0..n {
-                    let o = (ni * c + ci) * hw;
-                    let (a, b) = plane_bwd_sums(path, &g[o..o + hw], &x[o..o + hw], mu, inv);
-                    sg += a;
-                    sgx += b;
-                }
-                (sg, sgx, inv)
-            })
-            .collect();
         let total = n * c * hw;
-        // SAFETY: every plane of `dx` is written below, and the `2c` sums after it.
+        // SAFETY: `backward_cpu` writes every plane of `dx`, and the loop the `2c` sums.
         let mut out = unsafe { super::output_buffer(total + 2 * c)? };
         let (dx, tail) = out.split_at_mut(total);
-        dx.par_chunks_mut(hw).zip(x.par_chunks(hw)).zip(g.par_chunks(hw)).enumerate().for_each(|(p, ((d, xi), gi))| {
-            let ci = p % c;
-            let (sg, sgx, inv) = sums[ci];
-            let (mu, k) = (mean[ci] as f64, w[ci] as f64 * inv / m);
-            plane_bwd_dx(path, d, xi, gi, mu, inv, k, m, sg, sgx);
-        });
-        for (ci, &(sg, sgx, _)) in sums.iter().enumerate() {
+        let sums = backward_cpu(self.eps, (n, c, hw), x, BwdGrad::From(g), mean, var, w, dx);
+        for (ci, &(sg, sgx)) in sums.iter().enumerate() {
             tail[ci] = sgx as f32;
             tail[c + ci] = sg as f32;
         }
@@ -478,6 +536,76 @@ impl CustomOp3 for BnTrainBwd {
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         cuda::backward(self.eps, dims(l1)?, (s1, l1), (s2, l2), (s3, l3))
     }
+}
+
+/// Where [`backward_cpu`] reads the upstream gradient.
+pub(crate) enum BwdGrad<'a> {
+    /// A slice of its own.
+    From(&'a [f32]),
+    /// The `dx` buffer itself, overwritten plane by plane with the input gradient.
+    InPlace,
+}
+
+/// Train-mode batch norm's backward on the CPU: per channel `(Σ g, Σ g·x̂)` in f64 (planes in
+/// sample order, each in lanes), then `dx = (w·inv/m)·(m·g − Σg − x̂·Σg·x̂)` per element, for
+/// `x` (`N × C × HW`) with the f32 batch `mean` and `var`. Returns the per-channel sums (the
+/// gradients of `β` and `γ`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_cpu(
+    eps: f64,
+    (n, c, hw): (usize, usize, usize),
+    x: &[f32],
+    g: BwdGrad,
+    mean: &[f32],
+    var: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+) -> Vec<(f64, f64)> {
+    let m = (n * hw) as f64;
+    let path = CpuPath::detect();
+    let sums_of = |g: &[f32]| -> Vec<(f64, f64, f64)> {
+        (0..c)
+            .into_par_iter()
+            .map(|ci| {
+                let inv = 1.0 / (var[ci] as f64 + eps).sqrt();
+                let mu = mean[ci] as f64;
+                let (mut sg, mut sgx) = (0f64, 0f64);
+                for ni in 0..n {
+                    let o = (ni * c + ci) * hw;
+                    let (a, b) = plane_bwd_sums(path, &g[o..o + hw], &x[o..o + hw], mu, inv);
+                    sg += a;
+                    sgx += b;
+                }
+                (sg, sgx, inv)
+            })
+            .collect()
+    };
+    let coef = |sums: &[(f64, f64, f64)], p: usize| {
+        let ci = p % c;
+        let (sg, sgx, inv) = sums[ci];
+        (mean[ci] as f64, inv, w[ci] as f64 * inv / m, sg, sgx)
+    };
+    let sums = match g {
+        BwdGrad::From(g) => {
+            let sums = sums_of(g);
+            dx.par_chunks_mut(hw).zip(x.par_chunks(hw)).zip(g.par_chunks(hw)).enumerate().for_each(
+                |(p, ((d, xi), gi))| {
+                    let (mu, inv, k, sg, sgx) = coef(&sums, p);
+                    plane_bwd_dx(path, d, xi, gi, mu, inv, k, m, sg, sgx);
+                },
+            );
+            sums
+        }
+        BwdGrad::InPlace => {
+            let sums = sums_of(dx);
+            dx.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (d, xi))| {
+                let (mu, inv, k, sg, sgx) = coef(&sums, p);
+                plane_bwd_dx_in_place(path, d, xi, mu, inv, k, m, sg, sgx);
+            });
+            sums
+        }
+    };
+    sums.into_iter().map(|(sg, sgx, _)| (sg, sgx)).collect()
 }
 
 /// CUDA source of the fused batch-norm kernels (statistics per channel in f64, fixed

@@ -66,6 +66,14 @@ pub trait ElementQuantizer: Send + Sync + 'static {
 /// `probs` is rank 1 (`k` branches), `params` is `[k, Q::PARAMS]` and receives no gradient.
 /// The result has `x`'s shape and is f32.
 pub fn mixture<Q: ElementQuantizer>(x: &Tensor, probs: &Tensor, params: &Tensor) -> Result<Tensor> {
+    let (k, pp) = packed_weights::<Q>(probs, params)?;
+    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    Ok(x.apply_op2(&pp, MixtureOp::<Q> { k, _q: PhantomData })?)
+}
+
+/// Checks a mixture's `probs` (`[k]`) and `params` (`[k, Q::PARAMS]`) and packs them as the
+/// ops take them: `(k, [p_0..p_{k-1}, θ_0.., θ_1.., ...])`, gradients flowing to `probs` only.
+pub(crate) fn packed_weights<Q: ElementQuantizer>(probs: &Tensor, params: &Tensor) -> Result<(usize, Tensor)> {
     let k = probs.dims1().map_err(|_| shape_err::<Q>("mixing weights", "rank 1", probs))?;
     if k == 0 || k > MAX_BRANCHES {
         return Err(Error::msg(format!("{}: a mixture needs 1..={MAX_BRANCHES} branches, got {k}", Q::NAME)));
@@ -74,8 +82,7 @@ pub fn mixture<Q: ElementQuantizer>(x: &Tensor, probs: &Tensor, params: &Tensor)
         return Err(shape_err::<Q>("branch parameters", &format!("[{k}, {}]", Q::PARAMS), params));
     }
     let pp = Tensor::cat(&[&probs.to_dtype(DType::F32)?, &params.detach().to_dtype(DType::F32)?.flatten_all()?], 0)?;
-    let x = x.to_dtype(DType::F32)?.contiguous()?;
-    Ok(x.apply_op2(&pp, MixtureOp::<Q> { k, _q: PhantomData })?)
+    Ok((k, pp))
 }
 
 fn shape_err<Q: ElementQuantizer>(what: &str, expected: &str, t: &Tensor) -> Error {
@@ -228,15 +235,48 @@ pub fn cpu_forward<Q: ElementQuantizer>(x: &[f32], probs: &[f32], params: &[f32]
 /// [`cpu_forward`] on a given path. Every path gives bitwise the same result: the same f32
 /// operations in the same order (no fused multiply-add), only wider.
 pub fn cpu_forward_on<Q: ElementQuantizer>(path: CpuPath, x: &[f32], probs: &[f32], params: &[f32], out: &mut [f32]) {
-    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, xs)| match path {
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(o, xs)| forward_block::<Q>(path, o, xs, probs, params));
+}
+
+/// The forward over one block of elements (any length), single-threaded, on `path`: what
+/// [`cpu_forward_on`] runs per chunk, and what fused ops run on blocks of their own.
+pub(crate) fn forward_block<Q: ElementQuantizer>(
+    path: CpuPath,
+    o: &mut [f32],
+    xs: &[f32],
+    probs: &[f32],
+    params: &[f32],
+) {
+    match path {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Avx2` is only chosen (by `detect`, or by a caller that checked) where the
-        // processor has AVX2.
+        // SAFETY: checked here that the processor has AVX2.
         CpuPath::Avx2 if std::is_x86_feature_detected!("avx2") => unsafe {
             forward_chunk_avx2::<Q>(o, xs, probs, params)
         },
         _ => forward_chunk_elementwise::<Q>(o, xs, probs, params),
-    });
+    }
+}
+
+/// The backward over one block of elements (at most [`CHUNK`]: the `dp` partial sums are per
+/// chunk), single-threaded, on `path`: writes `d` and returns the block's `dp` partials.
+pub(crate) fn backward_block<Q: ElementQuantizer>(
+    path: CpuPath,
+    d: &mut [f32],
+    xs: &[f32],
+    gs: &[f32],
+    probs: &[f32],
+    params: &[f32],
+) -> [f64; MAX_BRANCHES] {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: checked here that the processor has AVX2.
+        CpuPath::Avx2 if std::is_x86_feature_detected!("avx2") => unsafe {
+            backward_chunk_avx2::<Q>(d, xs, gs, probs, params)
+        },
+        _ => backward_chunk_elementwise::<Q>(d, xs, gs, probs, params),
+    }
 }
 
 /// CPU backward kernel over plain slices: writes `dx` and returns `dp`, on the fastest path
@@ -265,14 +305,7 @@ pub fn cpu_backward_on<Q: ElementQuantizer>(
         .par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .zip(g.par_chunks(CHUNK))
-        .map(|((d, xs), gs)| match path {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as in `cpu_forward_on`, and checked here again.
-            CpuPath::Avx2 if std::is_x86_feature_detected!("avx2") => unsafe {
-                backward_chunk_avx2::<Q>(d, xs, gs, probs, params)
-            },
-            _ => backward_chunk_elementwise::<Q>(d, xs, gs, probs, params),
-        })
+        .map(|((d, xs), gs)| backward_block::<Q>(path, d, xs, gs, probs, params))
         .collect();
     let mut dp = vec![0f64; k];
     for part in &partials {

@@ -10,6 +10,7 @@
 //!   ceil mode and `count_include_pad`, with backward for any kernel and stride.
 //! * [`winograd`]: Winograd F(2×2, 3×3) for the CPU convolution's 3×3 stride-1 layers.
 //! * [`batch_norm`]: train (batch statistics, running-stat update) and eval batch norm.
+//! * [`bn_mixture`]: train-mode batch norm and a quantizer mixture after it, as one CPU op.
 //! * `blas` (`openblas` feature): the system OpenBLAS's SGEMM for the convolution's large
 //!   products.
 //! * [`cpu_path`]: the run-time choice between the portable and the AVX2 build of a kernel.
@@ -26,6 +27,7 @@ pub mod avg_pool;
 pub mod batch_norm;
 #[cfg(feature = "openblas")]
 pub mod blas;
+pub mod bn_mixture;
 pub mod consts;
 pub mod conv;
 pub mod conv_cpu;

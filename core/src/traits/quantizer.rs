@@ -6,7 +6,8 @@
 //! default [`Quantizer::mix`] composes [`Quantizer::quantize`] so a new plugin works without
 //! writing a kernel. Built-ins override `mix` with a fused custom op
 //! ([`crate::ops::mixture`]) that does the whole mixture in one pass forward and one pass
-//! backward (dx and dp), on CPU and CUDA.
+//! backward (dx and dp), on CPU and CUDA. A quantizer after a train-mode batch norm may also
+//! fuse that batch norm into its mixture ([`Quantizer::mix_batch_norm`]; HWGQ does, on the CPU).
 //!
 //! # Learnable quantizers
 //!
@@ -59,6 +60,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::ops::batch_norm::BatchNormParams;
 use crate::traits::quant_export::QuantExport;
 
 /// The tensor a quantizer is applied to.
@@ -163,6 +165,34 @@ pub trait Quantizer: Send + Sync + fmt::Debug {
     /// Whether [`mix`](Quantizer::mix) is a fused kernel (reported by `edmips list`).
     fn has_fused_mix(&self) -> bool {
         false
+    }
+
+    /// The mixture of a train-mode batch norm's output, `mix(batch_norm_train(x))`, as one
+    /// fused op; `Ok(None)` (the default) lets the network run the two one after the other.
+    ///
+    /// The network asks for it in train mode where a batch norm's output feeds only this
+    /// quantizer's layer (the EdMIPS blocks' `bn → quantized conv`) and the layer has no
+    /// data-initialised parameters; a fixed-bit layer asks with its one bit width and
+    /// `probs = [1]`, and the result must then be `quantize(batch_norm_train(x))`. An
+    /// implementation gives the composition's values and gradients (to `x`, the batch norm's
+    /// scale and shift, `probs` and `learned`) and updates the running statistics as
+    /// [`batch_norm_train`](crate::ops::batch_norm::batch_norm_train) does; `bn_name` labels
+    /// errors. A per-element quantizer gets all of that from
+    /// [`batch_norm_mixture`](crate::ops::bn_mixture::batch_norm_mixture) (CPU; it answers
+    /// `None` elsewhere).
+    #[allow(clippy::too_many_arguments)]
+    fn mix_batch_norm(
+        &self,
+        x: &Tensor,
+        bn: &BatchNormParams,
+        bn_name: &str,
+        operand: Operand,
+        bits: &[u32],
+        probs: &Tensor,
+        learned: &[Vec<Tensor>],
+    ) -> Result<Option<Tensor>> {
+        let _ = (x, bn, bn_name, operand, bits, probs, learned);
+        Ok(None)
     }
 
     /// How an exported graph (`edmips export`: QONNX, plain ONNX) writes this quantizer at

@@ -1,8 +1,11 @@
 //! A quantizer plugin: a uniform activation quantizer with a fixed clip (PACT-style with a
 //! constant `clip` parameter), with a fused mixture kernel for CPU and CUDA (`uniform_act.cu`),
-//! registered by id with typed parameters.
+//! the batch norm in front fused into it on the CPU (`mix_batch_norm`), registered by id with
+//! typed parameters.
 
 use edmips::core::candle::{Device, Tensor};
+use edmips::core::ops::batch_norm::BatchNormParams;
+use edmips::core::ops::bn_mixture::batch_norm_mixture;
 use edmips::core::ops::mixture::{mixture, ElementQuantizer};
 use edmips::core::{parse_params, Error, Table};
 use edmips::{Operand, Quantizer, Result};
@@ -87,6 +90,23 @@ impl Quantizer for UniformAct {
     }
     fn has_fused_mix(&self) -> bool {
         true
+    }
+    /// The batch norm in front, fused into the mixture on the CPU (train mode; the network
+    /// falls back to batch norm then `mix` where this answers `None`).
+    fn mix_batch_norm(
+        &self,
+        x: &Tensor,
+        bn: &BatchNormParams,
+        bn_name: &str,
+        operand: Operand,
+        bits: &[u32],
+        probs: &Tensor,
+        _learned: &[Vec<Tensor>],
+    ) -> Result<Option<Tensor>> {
+        for &b in bits {
+            self.check(operand, b)?;
+        }
+        batch_norm_mixture::<UniformElement>(x, bn, bn_name, probs, &self.params(bits, x.device())?)
     }
 }
 

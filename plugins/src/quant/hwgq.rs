@@ -8,6 +8,8 @@
 //! `1[x >= 0]` (passing at 0). HWGQ is the networks' nonlinearity: no ReLU precedes it.
 
 use edmips_core::candle::{Device, Tensor};
+use edmips_core::ops::batch_norm::BatchNormParams;
+use edmips_core::ops::bn_mixture::batch_norm_mixture;
 use edmips_core::ops::consts::cached;
 use edmips_core::ops::mixture::{mixture, ElementQuantizer};
 use edmips_core::{Operand, Params, Precision, QuantExport, Quantizer, Result, Rounding, Table, UniformQuant};
@@ -125,6 +127,23 @@ impl Quantizer for Hwgq {
 
     fn has_fused_mix(&self) -> bool {
         true
+    }
+
+    /// The batch norm in front and the mixture as one CPU op (`batch_norm_mixture`).
+    fn mix_batch_norm(
+        &self,
+        x: &Tensor,
+        bn: &BatchNormParams,
+        bn_name: &str,
+        operand: Operand,
+        bits: &[u32],
+        probs: &Tensor,
+        _learned: &[Vec<Tensor>],
+    ) -> Result<Option<Tensor>> {
+        for &b in bits {
+            self.check(operand, b)?;
+        }
+        batch_norm_mixture::<HwgqElement>(x, bn, bn_name, probs, &self.params(bits, x.device())?)
     }
 
     /// `bits < 32`: the unsigned uniform quantizer with scale `f32(s)`, zero point 0 and
