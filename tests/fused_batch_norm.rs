@@ -1,7 +1,8 @@
-//! The train-mode fusion of a batch norm into the quantized conv after it
-//! (`Quantizer::mix_batch_norm`, `core/src/ops/bn_mixture.rs`), network level: the fused and the
-//! composed forward give the same logits, gradients of every parameter and running statistics,
-//! in search mode and in fixed-bit retraining, over two steps of SGD-like updates.
+//! The train-mode fusions of a batch norm with the op after it, network level: into the
+//! quantized conv's activation quantizer (`Quantizer::mix_batch_norm`,
+//! `core/src/ops/bn_mixture.rs`) and into the residual addition (`core/src/ops/bn_add.rs`). The
+//! fused and the composed forward give the same logits, gradients of every parameter and running
+//! statistics, in search mode and in fixed-bit retraining, over two steps of gradient updates.
 
 use edmips::core::candle::{Device, Tensor};
 use edmips::core::graph::build_network;
@@ -10,8 +11,12 @@ use edmips::core::param_store::ParamGroup;
 use edmips::core::PluginSpec;
 use edmips::{registry, RelaxContext};
 
-/// `(name, values)` of the logits, every gradient and every buffer after each of two steps.
-fn trace(config: &str, fused: bool) -> (usize, Vec<(String, Vec<f32>)>) {
+/// `(name, values)` of the logits, every gradient and every buffer.
+type Trace = Vec<(String, Vec<f32>)>;
+
+/// The fusable batch-norm counts (into a quantized conv, into an addition) and the [`Trace`]
+/// after each of two steps.
+fn trace(config: &str, fused: bool) -> ((usize, usize), Trace) {
     edmips::link_builtins();
     let cfg = registry::build_config(&PluginSpec::new(config)).unwrap();
     let mut net = build_network(&cfg, None, &Device::Cpu, 7).unwrap();
@@ -46,16 +51,18 @@ fn trace(config: &str, fused: bool) -> (usize, Vec<(String, Vec<f32>)>) {
             }
         }
     }
-    (net.fusable_batch_norms(), out)
+    ((net.fusable_batch_norms(), net.batch_norms_into_add()), out)
 }
 
 fn same(config: &str) {
-    let (nf, fused) = trace(config, true);
+    let ((nf, na), fused) = trace(config, true);
     let (_, composed) = trace(config, false);
     // ResNet-20: every block's bn1, and bn0 in the seven blocks without a downsample (bn2 feeds
     // the addition, a downsampling block's bn0 also its shortcut, the stem's bn1 a block and
     // its residual).
     assert_eq!(nf, 16, "{config}: batch norms that feed a quantized conv alone");
+    // And every block's bn2, the first operand of its addition.
+    assert_eq!(na, 9, "{config}: batch norms that feed an addition alone");
     assert_eq!(fused.len(), composed.len());
     for ((name, a), (_, b)) in fused.iter().zip(&composed) {
         // `==` equates +0 and -0 (candle's backward adds each gradient to +0, so a gradient's

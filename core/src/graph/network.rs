@@ -36,6 +36,7 @@ use crate::layer_info::LayerInfo;
 use crate::layers::{Conv, FixedConv, LearnedState, MixedConv};
 use crate::ops::avg_pool::avg_pool2d;
 use crate::ops::batch_norm::{batch_norm_eval, batch_norm_train, BatchNormParams};
+use crate::ops::bn_add::batch_norm_add;
 use crate::ops::max_pool::max_pool2d;
 use crate::param_store::{ParamGroup, ParamStore};
 use crate::traits::{BitDistribution, Operand, Quantizer, RelaxContext, Relaxation};
@@ -120,6 +121,9 @@ pub struct Network {
     /// Batch-norm nodes whose output feeds one quantized conv and nothing else: in train mode
     /// the conv's activation quantizer may fuse the batch norm ([`Quantizer::mix_batch_norm`]).
     bn_into_quant: Vec<bool>,
+    /// Batch-norm nodes whose output is the first operand of one addition and nothing else: in
+    /// train mode the two run as one op ([`batch_norm_add`]).
+    bn_into_add: Vec<bool>,
     /// Whether train mode tries that fusion ([`Network::set_fused_batch_norm`]).
     fuse_batch_norm: bool,
     relaxation: Arc<dyn Relaxation>,
@@ -338,10 +342,13 @@ impl Network {
         if let Some(l) = layer_nodes.iter().position(|&n| n == usize::MAX) {
             return Err(Error::msg(format!("searchable layer {l} has no node in the graph")));
         }
-        let mut bn_into_quant = vec![false; graph.nodes.len()];
+        let (mut bn_into_quant, mut bn_into_add) = (vec![false; graph.nodes.len()], vec![false; graph.nodes.len()]);
+        let only_use_is_bn = |j: usize| matches!(graph.nodes[j].op, NodeOp::BatchNorm { .. }) && uses[j] == 1;
         for node in &graph.nodes {
-            if let (NodeOp::QuantConv { .. }, [j]) = (&node.op, node.inputs.as_slice()) {
-                bn_into_quant[*j] = matches!(graph.nodes[*j].op, NodeOp::BatchNorm { .. }) && uses[*j] == 1;
+            match (&node.op, node.inputs.as_slice()) {
+                (NodeOp::QuantConv { .. }, [j]) => bn_into_quant[*j] = only_use_is_bn(*j),
+                (NodeOp::Add, [j, k]) if j != k => bn_into_add[*j] = only_use_is_bn(*j),
+                _ => {}
             }
         }
         Ok(Network {
@@ -352,14 +359,16 @@ impl Network {
             layer_nodes,
             uses,
             bn_into_quant,
+            bn_into_add,
             fuse_batch_norm: true,
             relaxation,
         })
     }
 
-    /// Turns the train-mode fusion of a batch norm into the quantized conv after it on or off
-    /// (on by default). The fused and the composed forms give the same values and gradients
-    /// (`tests/fused_batch_norm.rs`); this switch exists to compare them.
+    /// Turns the train-mode fusions of a batch norm with the op after it (the quantized conv's
+    /// activation quantizer, or the residual addition) on or off (on by default). The fused and
+    /// the composed forms give the same values and gradients (`tests/fused_batch_norm.rs`); this
+    /// switch exists to compare them.
     pub fn set_fused_batch_norm(&mut self, on: bool) {
         self.fuse_batch_norm = on;
     }
@@ -368,6 +377,12 @@ impl Network {
     /// ones train mode offers to that conv's activation quantizer to fuse.
     pub fn fusable_batch_norms(&self) -> usize {
         self.bn_into_quant.iter().filter(|&&b| b).count()
+    }
+
+    /// The number of batch norms whose output is the first operand of one addition and nothing
+    /// else: the ones train mode runs together with that addition.
+    pub fn batch_norms_into_add(&self) -> usize {
+        self.bn_into_add.iter().filter(|&&b| b).count()
     }
 
     /// The batch-norm parameters of node `ni` and its name, if it is a batch norm.
@@ -421,7 +436,8 @@ impl Network {
                 .map(|&j| vals[j].clone().ok_or_else(|| Error::msg(format!("node {ni}: input node {j} not computed"))))
                 .collect::<Result<_>>()?;
             let x0 = &ins[0];
-            // The batch norm in front of a quantized conv, if it was deferred to it.
+            // The batch norm in front (of a quantized conv, or as an addition's first operand),
+            // if it was deferred to this node.
             let bn_in = match node.inputs.first() {
                 Some(&j) if deferred[j] => self.bn_params(j),
                 _ => None,
@@ -429,7 +445,7 @@ impl Network {
             let y = match (&node.op, &self.runtime[ni]) {
                 (NodeOp::Conv { .. }, Runtime::Conv(c)) => c.forward(x0)?,
                 (NodeOp::BatchNorm { .. }, Runtime::BatchNorm { .. })
-                    if train && self.fuse_batch_norm && self.bn_into_quant[ni] =>
+                    if train && self.fuse_batch_norm && (self.bn_into_quant[ni] || self.bn_into_add[ni]) =>
                 {
                     deferred[ni] = true;
                     x0.clone()
@@ -474,7 +490,13 @@ impl Network {
                 (NodeOp::MaxPool(o), _) => max_pool2d(x0, o)?,
                 (NodeOp::AvgPool(o), _) => avg_pool2d(x0, o)?,
                 (NodeOp::GlobalAvgPool, _) => x0.mean_keepdim((2, 3))?,
-                (NodeOp::Add, _) => x0.add(&ins[1])?,
+                (NodeOp::Add, _) => match &bn_in {
+                    Some((p, name)) => match batch_norm_add(x0, p, name, &ins[1])? {
+                        Some(y) => y,
+                        None => batch_norm_train(x0, p, name)?.add(&ins[1])?,
+                    },
+                    None => x0.add(&ins[1])?,
+                },
                 (NodeOp::Concat, _) => Tensor::cat(&ins, 1)?,
                 (NodeOp::Linear { .. }, Runtime::Linear { weight, bias }) => {
                     x0.flatten_from(1)?.matmul(&weight.as_tensor().t()?)?.broadcast_add(bias.as_tensor())?

@@ -332,7 +332,7 @@ struct BnTrain {
 /// The gradients `(dx, dweight, dbias)` of train-mode batch norm from the upstream gradient `g`
 /// (contiguous, `x`'s shape) and the f32 batch statistics `mean_var = [mean (C), var (C)]`:
 /// the backward of both train ops.
-fn train_backward(
+pub(crate) fn train_backward(
     eps: f64,
     x: &Tensor,
     w: &Tensor,

@@ -10,6 +10,7 @@
 //!   ceil mode and `count_include_pad`, with backward for any kernel and stride.
 //! * [`winograd`]: Winograd F(2×2, 3×3) for the CPU convolution's 3×3 stride-1 layers.
 //! * [`batch_norm`]: train (batch statistics, running-stat update) and eval batch norm.
+//! * [`bn_add`]: train-mode batch norm and the residual addition after it, as one CPU op.
 //! * [`bn_mixture`]: train-mode batch norm and a quantizer mixture after it, as one CPU op.
 //! * `blas` (`openblas` feature): the system OpenBLAS's SGEMM for the convolution's large
 //!   products.
@@ -27,6 +28,7 @@ pub mod avg_pool;
 pub mod batch_norm;
 #[cfg(feature = "openblas")]
 pub mod blas;
+pub mod bn_add;
 pub mod bn_mixture;
 pub mod consts;
 pub mod conv;
