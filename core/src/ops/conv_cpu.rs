@@ -16,7 +16,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::cpu_slice;
-use super::winograd::{self, Wino};
+use super::winograd::{self, Direction, Wino};
 use crate::error::Result;
 
 /// Most groups the weight gradient is accumulated in. The count depends on the shapes only
@@ -156,10 +156,10 @@ pub fn winograd_enabled() -> bool {
 
 /// The Winograd geometry of `g` when `algo`, the environment ([`winograd_enabled`]) and the
 /// layer's kernel, stride, padding and shapes allow it.
-fn winograd_of(g: &Geom, algo: ConvAlgo) -> Option<Wino> {
+fn winograd_of(g: &Geom, algo: ConvAlgo, dir: Direction) -> Option<Wino> {
     let wg = Wino::new(g.n, g.c, g.h, g.w, g.o);
     let wanted = match algo {
-        ConvAlgo::Auto => winograd_enabled() && wg.pays(),
+        ConvAlgo::Auto => winograd_enabled() && wg.pays(dir),
         ConvAlgo::Im2col => false,
         ConvAlgo::Winograd => true,
     };
@@ -411,7 +411,7 @@ impl CustomOp2 for ConvOp {
         // SAFETY: both paths write every element: Winograd's output transforms each plane in
         // full, the GEMM path each sample's block (no accumulation into `y`).
         let mut y = unsafe { super::output_buffer(g.n * g.o * hw)? };
-        if let Some(wg) = winograd_of(&g, self.algo) {
+        if let Some(wg) = winograd_of(&g, self.algo, Direction::Forward) {
             winograd::forward(&wg, x, w, &mut y);
             return Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))));
         }
@@ -472,7 +472,7 @@ impl CustomOp3 for ConvBwdOp {
         let g = geom(l1, l2, self.stride, self.pad)?;
         let (x, w, gy) =
             (cpu_slice(s1, l1, "conv input")?, cpu_slice(s2, l2, "conv kernel")?, cpu_slice(s3, l3, "conv gradient")?);
-        let (ck, hw, chw) = (g.ck(), g.hw_out(), g.c * g.h * g.w);
+        let (ck, chw) = (g.ck(), g.c * g.h * g.w);
         // `[dx, dW]`, or `dW` alone when no gradient flows to the input.
         let nx = if self.input_grad { g.n * chw } else { 0 };
         // SAFETY: every element is written below: Winograd overwrites `dx` and `dW`; on the GEMM
@@ -480,58 +480,72 @@ impl CustomOp3 for ConvBwdOp {
         // accumulated into by `col2im`, and `dW` is the transpose's output.
         let mut out = unsafe { super::output_buffer(nx + g.o * ck)? };
         let (dx, dw) = out.split_at_mut(nx);
-        if let Some(wg) = winograd_of(&g, self.algo) {
-            if self.input_grad {
-                winograd::input_grad(&wg, gy, w, dx);
-            }
-            winograd::weight_grad(&wg, x, gy, dw);
-            return Ok((CpuStorage::F32(out), Shape::from(nx + g.o * ck)));
-        }
-        // dx_b = col2im(Wᵀ[ck, o] · gy_b[o, hw]), independently per sample, into `dx_b` zeroed
-        // just before (while it is in cache).
-        dx.par_chunks_mut(chw).enumerate().for_each_init(
-            || g.cols_buffer(),
-            |dcols, (b, dxb)| {
-                let gyb = &gy[b * g.o * hw..][..g.o * hw];
-                if g.pointwise() {
-                    matmul(ck, hw, g.o, dxb, false, w, 1, ck as isize, gyb, hw as isize, 1);
-                } else {
-                    matmul(ck, hw, g.o, dcols, false, w, 1, ck as isize, gyb, hw as isize, 1);
-                    dxb.fill(0.0);
-                    col2im(&g, dcols, dxb);
-                }
-            },
-        );
-        // dWᵀ = Σ_b cols_b[ck, hw] · gy_bᵀ[hw, o], in sample groups ([`dw_groups`]). The transposed
-        // product packs both operands along their contiguous axis: 2.5-3.4x faster than
-        // gy_b · cols_bᵀ at o = 16 and never slower at the sizes measured.
-        let per = g.n.div_ceil(dw_groups(g.n, ck, g.o)).max(1);
-        let partial: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
-            .into_par_iter()
-            .map(|grp| {
-                let mut acc = vec![0f32; ck * g.o];
-                let mut buf = g.cols_buffer();
-                for b in grp * per..((grp + 1) * per).min(g.n) {
-                    let cols = g.cols(&x[b * chw..][..chw], &mut buf);
-                    let gyb = &gy[b * g.o * hw..][..g.o * hw];
-                    matmul(ck, g.o, hw, &mut acc, b > grp * per, cols, hw as isize, 1, gyb, 1, hw as isize);
-                }
-                acc
-            })
-            .collect();
-        // Σ over groups in group order, into the first group's buffer (`p_0 + p_1 + ...` per
-        // element: contiguous adds, no extra `ck × o` buffer), then one tiled transpose
-        // dWᵀ[ck, o] → dW[o, ck].
-        let mut groups = partial.into_iter();
-        let mut sum_t = groups.next().unwrap_or_else(|| vec![0f32; ck * g.o]);
-        for p in groups {
-            for (d, &v) in sum_t.iter_mut().zip(&p) {
-                *d += v;
+        // Each gradient takes Winograd or im2col on its own ([`Direction`]).
+        if self.input_grad {
+            match winograd_of(&g, self.algo, Direction::InputGrad) {
+                Some(wg) => winograd::input_grad(&wg, gy, w, dx),
+                None => input_grad_im2col(&g, w, gy, dx),
             }
         }
-        transpose(&sum_t, ck, g.o, dw);
+        match winograd_of(&g, self.algo, Direction::WeightGrad) {
+            Some(wg) => winograd::weight_grad(&wg, x, gy, dw),
+            None => weight_grad_im2col(&g, x, gy, dw),
+        }
         Ok((CpuStorage::F32(out), Shape::from(nx + g.o * ck)))
     }
+}
+
+/// `dx` (every element written) of `y = conv(x, w)` for the output gradient `gy`, by GEMM and
+/// `col2im`: `dx_b = col2im(Wᵀ[ck, o] · gy_b[o, hw])`, independently per sample, into `dx_b`
+/// zeroed just before (while it is in cache); 1×1 stride-1 layers need no `col2im`.
+fn input_grad_im2col(g: &Geom, w: &[f32], gy: &[f32], dx: &mut [f32]) {
+    let (ck, hw, chw) = (g.ck(), g.hw_out(), g.c * g.h * g.w);
+    dx.par_chunks_mut(chw).enumerate().for_each_init(
+        || g.cols_buffer(),
+        |dcols, (b, dxb)| {
+            let gyb = &gy[b * g.o * hw..][..g.o * hw];
+            if g.pointwise() {
+                matmul(ck, hw, g.o, dxb, false, w, 1, ck as isize, gyb, hw as isize, 1);
+            } else {
+                matmul(ck, hw, g.o, dcols, false, w, 1, ck as isize, gyb, hw as isize, 1);
+                dxb.fill(0.0);
+                col2im(g, dcols, dxb);
+            }
+        },
+    );
+}
+
+/// `dW` (`O × C·kh·kw`, overwritten) of `y = conv(x, w)` for the output gradient `gy`, by
+/// im2col and GEMM: `dWᵀ = Σ_b cols_b[ck, hw] · gy_bᵀ[hw, o]`, in sample groups
+/// ([`dw_groups`]). The transposed product packs both operands along their contiguous axis:
+/// 2.5-3.4x faster than `gy_b · cols_bᵀ` at o = 16 and never slower at the sizes measured.
+fn weight_grad_im2col(g: &Geom, x: &[f32], gy: &[f32], dw: &mut [f32]) {
+    let (ck, hw, chw) = (g.ck(), g.hw_out(), g.c * g.h * g.w);
+    let per = g.n.div_ceil(dw_groups(g.n, ck, g.o)).max(1);
+    let partial: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
+        .into_par_iter()
+        .map(|grp| {
+            let mut acc = vec![0f32; ck * g.o];
+            let mut buf = g.cols_buffer();
+            for b in grp * per..((grp + 1) * per).min(g.n) {
+                let cols = g.cols(&x[b * chw..][..chw], &mut buf);
+                let gyb = &gy[b * g.o * hw..][..g.o * hw];
+                matmul(ck, g.o, hw, &mut acc, b > grp * per, cols, hw as isize, 1, gyb, 1, hw as isize);
+            }
+            acc
+        })
+        .collect();
+    // Σ over groups in group order, into the first group's buffer (`p_0 + p_1 + ...` per
+    // element: contiguous adds, no extra `ck × o` buffer), then one tiled transpose
+    // dWᵀ[ck, o] → dW[o, ck].
+    let mut groups = partial.into_iter();
+    let mut sum_t = groups.next().unwrap_or_else(|| vec![0f32; ck * g.o]);
+    for p in groups {
+        for (d, &v) in sum_t.iter_mut().zip(&p) {
+            *d += v;
+        }
+    }
+    transpose(&sum_t, ck, g.o, dw);
 }
 
 #[cfg(test)]

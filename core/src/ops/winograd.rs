@@ -43,8 +43,23 @@ const L: usize = 8;
 /// Fewest tiles across a row for which Winograd pays ([`Wino::pays`]): three quarters of a lane
 /// group, planes at least 11 wide.
 const MIN_TILE_COLS: usize = 6;
-/// Fewest input channels for which Winograd pays ([`Wino::pays`]).
-const MIN_CHANNELS: usize = 32;
+/// Fewest channels for which Winograd pays in the forward and the input gradient
+/// ([`Wino::pays`]: the input channels of the forward, the output channels of the input
+/// gradient's convolution).
+const MIN_CHANNELS: usize = 16;
+/// Fewest input channels for which Winograd pays in the weight gradient ([`Wino::pays`]).
+const MIN_CHANNELS_WEIGHT_GRAD: usize = 32;
+
+/// The three convolutions of a layer's training step, which [`Wino::pays`] gates one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Direction {
+    /// `y = conv(x, W)`.
+    Forward,
+    /// `dx = conv(gy, W')`.
+    InputGrad,
+    /// `dW` from `x` and `gy`.
+    WeightGrad,
+}
 
 /// The geometry of a 3×3, stride-1, padding-1 convolution `C → O` on `N × C × H × W`.
 #[derive(Debug, Clone, Copy)]
@@ -79,14 +94,23 @@ impl Wino {
         by_cols.min(by_chunks).max(MIN_COLS.div_ceil(t)).min(self.n).max(1)
     }
 
-    /// Whether Winograd is faster than im2col + GEMM for this layer, measured per layer in whole
-    /// ResNet-20 (batch 128) and ResNet-18 (batch 8) training steps (decisions F12): at least
-    /// [`MIN_TILE_COLS`] tiles across a row (narrower rows leave lanes of every 8-tile transform
-    /// idle: 8×8 and 7×7 planes were 30-70% slower), and at least [`MIN_CHANNELS`] input channels
-    /// (below that the `K = C` products are too thin to pay for the transforms: ResNet-20's
-    /// 16-channel 32×32 layers came out even, the 3-channel stem slower).
-    pub(super) fn pays(&self) -> bool {
-        self.tw >= MIN_TILE_COLS && self.c >= MIN_CHANNELS
+    /// Whether Winograd is faster than im2col + GEMM for this layer's convolution `dir`,
+    /// measured per layer and direction in whole ResNet-20 (batch 128) and ResNet-18 (batch 8)
+    /// training steps (decisions F12): at least [`MIN_TILE_COLS`] tiles across a row (narrower
+    /// rows leave lanes of every 8-tile transform idle: 8×8 and 7×7 planes were 30-70% slower),
+    /// and enough channels along the products' `K` axis: [`MIN_CHANNELS`] for the forward (its
+    /// input channels) and the input gradient (the layer's output channels), at which
+    /// ResNet-20's 16-channel 32×32 layers are 15% (forward) and 25-30% (input gradient)
+    /// faster, and [`MIN_CHANNELS_WEIGHT_GRAD`] input channels for the weight gradient, whose
+    /// thin `16 × 16` products made those layers 40% slower. The 3-channel stem stays on
+    /// im2col.
+    pub(super) fn pays(&self, dir: Direction) -> bool {
+        self.tw >= MIN_TILE_COLS
+            && match dir {
+                Direction::Forward => self.c >= MIN_CHANNELS,
+                Direction::InputGrad => self.o >= MIN_CHANNELS,
+                Direction::WeightGrad => self.c >= MIN_CHANNELS_WEIGHT_GRAD,
+            }
     }
 
     /// The same geometry with the channel axes swapped (the input gradient's convolution).
@@ -774,15 +798,26 @@ mod tests {
     }
 
     #[test]
-    fn pays_for_wide_planes_with_several_input_channels_only() {
-        // ResNet-18 at 56, 28 and 14, ResNet-20 at 32 and 16: Winograd.
+    fn pays_for_wide_planes_with_enough_channels_only() {
+        use Direction::*;
+        // ResNet-18 at 56, 28 and 14, ResNet-20 at 32 and 16: Winograd in all three.
         for (c, side) in [(64, 56), (128, 28), (256, 14), (32, 16), (32, 11)] {
-            assert!(Wino::new(8, c, side, side, c).pays(), "{c} channels, {side}×{side}");
+            for dir in [Forward, InputGrad, WeightGrad] {
+                assert!(Wino::new(8, c, side, side, c).pays(dir), "{c} channels, {side}×{side}, {dir:?}");
+            }
         }
-        // 7×7, 8×8 and 10×10 planes, the 3-channel stem and 16 channels: im2col.
-        for (c, side) in [(512, 7), (64, 8), (64, 10), (3, 32), (16, 32), (31, 224)] {
-            assert!(!Wino::new(8, c, side, side, c).pays(), "{c} channels, {side}×{side}");
+        // 7×7, 8×8 and 10×10 planes and the 3-channel stem: im2col in all three.
+        for (c, side) in [(512, 7), (64, 8), (64, 10), (3, 32), (15, 224)] {
+            for dir in [Forward, InputGrad, WeightGrad] {
+                assert!(!Wino::new(8, c, side, side, c).pays(dir), "{c} channels, {side}×{side}, {dir:?}");
+            }
         }
+        // ResNet-20's 16-channel 32×32 layers: Winograd forward and input gradient, im2col
+        // weight gradient; the stem (3 → 16): its input gradient would be Winograd.
+        let r20 = Wino::new(128, 16, 32, 32, 16);
+        assert!(r20.pays(Forward) && r20.pays(InputGrad) && !r20.pays(WeightGrad));
+        let stem = Wino::new(128, 3, 32, 32, 16);
+        assert!(!stem.pays(Forward) && stem.pays(InputGrad) && !stem.pays(WeightGrad));
     }
 
     #[test]
@@ -796,6 +831,16 @@ mod tests {
         if crate::ops::conv_cpu::winograd_enabled() {
             assert_eq!(pick([2, 32, 12, 12], ConvAlgo::Auto), pick([2, 32, 12, 12], ConvAlgo::Winograd));
             assert_ne!(pick([2, 32, 12, 12], ConvAlgo::Auto), pick([2, 32, 12, 12], ConvAlgo::Im2col));
+            // 16 channels: Winograd forward and input gradient, im2col weight gradient.
+            let (auto, wino, im2col) = (
+                pick([2, 16, 12, 12], ConvAlgo::Auto),
+                pick([2, 16, 12, 12], ConvAlgo::Winograd),
+                pick([2, 16, 12, 12], ConvAlgo::Im2col),
+            );
+            assert_eq!((&auto[0], &auto[1]), (&wino[0], &wino[1]));
+            assert_ne!((&auto[0], &auto[1]), (&im2col[0], &im2col[1]));
+            assert_eq!(auto[2], im2col[2]);
+            assert_ne!(auto[2], wino[2]);
         }
         assert_eq!(pick([2, 32, 8, 8], ConvAlgo::Auto), pick([2, 32, 8, 8], ConvAlgo::Im2col));
     }
