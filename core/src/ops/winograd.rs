@@ -43,12 +43,14 @@ const L: usize = 8;
 /// Fewest tiles across a row for which Winograd pays ([`Wino::pays`]): three quarters of a lane
 /// group, planes at least 11 wide.
 const MIN_TILE_COLS: usize = 6;
-/// Fewest channels for which Winograd pays in the forward and the input gradient
-/// ([`Wino::pays`]: the input channels of the forward, the output channels of the input
-/// gradient's convolution).
-const MIN_CHANNELS: usize = 16;
-/// Fewest input channels for which Winograd pays in the weight gradient ([`Wino::pays`]).
-const MIN_CHANNELS_WEIGHT_GRAD: usize = 32;
+/// Fewest channels along the products' `K` axis (the forward's input channels, the input
+/// gradient's output channels, the weight gradient's input channels) for which Winograd pays
+/// on every plane it takes ([`Wino::pays`]).
+const MIN_CHANNELS: usize = 32;
+/// Fewer channels, down to this, still pay in the forward and the input gradient where every
+/// 8-tile group of the transforms is full (tiles across a multiple of [`L`]), see
+/// [`Wino::pays`].
+const MIN_CHANNELS_FULL_LANES: usize = 16;
 
 /// The three convolutions of a layer's training step, which [`Wino::pays`] gates one by one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,19 +100,19 @@ impl Wino {
     /// measured per layer and direction in whole ResNet-20 (batch 128) and ResNet-18 (batch 8)
     /// training steps (decisions F12): at least [`MIN_TILE_COLS`] tiles across a row (narrower
     /// rows leave lanes of every 8-tile transform idle: 8×8 and 7×7 planes were 30-70% slower),
-    /// and enough channels along the products' `K` axis: [`MIN_CHANNELS`] for the forward (its
-    /// input channels) and the input gradient (the layer's output channels), at which
-    /// ResNet-20's 16-channel 32×32 layers are 15% (forward) and 25-30% (input gradient)
-    /// faster, and [`MIN_CHANNELS_WEIGHT_GRAD`] input channels for the weight gradient, whose
-    /// thin `16 × 16` products made those layers 40% slower. The 3-channel stem stays on
-    /// im2col.
+    /// and at least [`MIN_CHANNELS`] channels along the products' `K` axis. With
+    /// [`MIN_CHANNELS_FULL_LANES`] to [`MIN_CHANNELS`] the products are thin and the transforms
+    /// a large share: the forward and the input gradient pay only where the tiles fill every
+    /// 8-lane group (ResNet-20's 16-channel 32×32 layers, 16 tiles across: 15% and 25-30%
+    /// faster; at 28×28, 14 tiles across, 45% and 35% slower), and the weight gradient not at
+    /// all (40% slower at 32×32). The 3-channel stem stays on im2col.
     pub(super) fn pays(&self, dir: Direction) -> bool {
-        self.tw >= MIN_TILE_COLS
-            && match dir {
-                Direction::Forward => self.c >= MIN_CHANNELS,
-                Direction::InputGrad => self.o >= MIN_CHANNELS,
-                Direction::WeightGrad => self.c >= MIN_CHANNELS_WEIGHT_GRAD,
-            }
+        let k = match dir {
+            Direction::Forward | Direction::WeightGrad => self.c,
+            Direction::InputGrad => self.o,
+        };
+        let thin_ok = dir != Direction::WeightGrad && k >= MIN_CHANNELS_FULL_LANES && self.tw.is_multiple_of(L);
+        self.tw >= MIN_TILE_COLS && (k >= MIN_CHANNELS || thin_ok)
     }
 
     /// The same geometry with the channel axes swapped (the input gradient's convolution).
@@ -812,10 +814,13 @@ mod tests {
                 assert!(!Wino::new(8, c, side, side, c).pays(dir), "{c} channels, {side}×{side}, {dir:?}");
             }
         }
-        // ResNet-20's 16-channel 32×32 layers: Winograd forward and input gradient, im2col
-        // weight gradient; the stem (3 → 16): its input gradient would be Winograd.
+        // 16 channels: at 32×32 (16 tiles across, full lane groups) Winograd forward and input
+        // gradient and im2col weight gradient; at 28×28 (14 tiles across) im2col throughout.
         let r20 = Wino::new(128, 16, 32, 32, 16);
         assert!(r20.pays(Forward) && r20.pays(InputGrad) && !r20.pays(WeightGrad));
+        let r20_28 = Wino::new(128, 16, 28, 28, 16);
+        assert!(!r20_28.pays(Forward) && !r20_28.pays(InputGrad) && !r20_28.pays(WeightGrad));
+        // The stem (3 → 16): its input gradient (16 channels along K) would be Winograd.
         let stem = Wino::new(128, 3, 32, 32, 16);
         assert!(!stem.pays(Forward) && stem.pays(InputGrad) && !stem.pays(WeightGrad));
     }
@@ -831,11 +836,12 @@ mod tests {
         if crate::ops::conv_cpu::winograd_enabled() {
             assert_eq!(pick([2, 32, 12, 12], ConvAlgo::Auto), pick([2, 32, 12, 12], ConvAlgo::Winograd));
             assert_ne!(pick([2, 32, 12, 12], ConvAlgo::Auto), pick([2, 32, 12, 12], ConvAlgo::Im2col));
-            // 16 channels: Winograd forward and input gradient, im2col weight gradient.
+            // 16 channels, 8 tiles across: Winograd forward and input gradient, im2col weight
+            // gradient.
             let (auto, wino, im2col) = (
-                pick([2, 16, 12, 12], ConvAlgo::Auto),
-                pick([2, 16, 12, 12], ConvAlgo::Winograd),
-                pick([2, 16, 12, 12], ConvAlgo::Im2col),
+                pick([2, 16, 16, 16], ConvAlgo::Auto),
+                pick([2, 16, 16, 16], ConvAlgo::Winograd),
+                pick([2, 16, 16, 16], ConvAlgo::Im2col),
             );
             assert_eq!((&auto[0], &auto[1]), (&wino[0], &wino[1]));
             assert_ne!((&auto[0], &auto[1]), (&im2col[0], &im2col[1]));
