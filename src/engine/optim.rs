@@ -31,7 +31,7 @@ impl Sgd {
     /// One update from `grads`.
     ///
     /// On the CPU, a parameter with a momentum buffer is updated in place in two passes
-    /// ([`sgd_in_place`]); otherwise (the first step, other devices, no momentum) the update
+    /// (`sgd_in_place`); otherwise (the first step, other devices, no momentum) the update
     /// is composed from tensor ops. Both give the same bits.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.step_on(grads, true)

@@ -8,7 +8,7 @@
 //! * **forward**: the batch statistics as [`batch_norm_train`](super::batch_norm) computes them
 //!   (and its running-statistics update), then per plane `y = x·a + d` into a plane-sized
 //!   buffer and the mixture of that buffer straight into the output. `y` is never stored.
-//! * **backward**, given `g = dL/dx̂`: per mixture chunk ([`CHUNK`](super::mixture::CHUNK)
+//! * **backward**, given `g = dL/dx̂`: per mixture chunk ([`CHUNK`]
 //!   elements of the flat tensor, the mixture op's own chunking) `y` is recomputed and the
 //!   mixture's backward writes `dy` into the `dx` buffer and returns the chunk's `dp`; then batch
 //!   norm's backward turns `dy` into `dx` in place and gives `dγ`, `dβ`.

@@ -9,7 +9,7 @@
 //! same IEEE operations in the same order: their results are bitwise equal, which the kernels'
 //! tests check by running each path.
 //!
-//! [`multiversion!`](crate::ops::cpu_path::multiversion) writes the wrapper and the dispatch
+//! `multiversion!` writes the wrapper and the dispatch
 //! for a plain function.
 
 /// Which CPU code path the kernels take: chosen once per call from the processor's features.
