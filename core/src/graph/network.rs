@@ -118,15 +118,24 @@ pub struct Network {
     layer_nodes: Vec<usize>,
     /// Number of consumers of each node (the output counts one extra).
     uses: Vec<usize>,
-    /// Batch-norm nodes whose output feeds one quantized conv and nothing else: in train mode
-    /// the conv's activation quantizer may fuse the batch norm ([`Quantizer::mix_batch_norm`]).
-    bn_into_quant: Vec<bool>,
-    /// Batch-norm nodes whose output is the first operand of one addition and nothing else: in
-    /// train mode the two run as one op ([`batch_norm_add`]).
-    bn_into_add: Vec<bool>,
+    /// Per node: which op after it a batch norm may be fused into in train mode.
+    bn_fusion: Vec<BnFusion>,
     /// Whether train mode tries that fusion ([`Network::set_fused_batch_norm`]).
     fuse_batch_norm: bool,
     relaxation: Arc<dyn Relaxation>,
+}
+
+/// Where a batch-norm node's output goes, when it may run fused with that consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BnFusion {
+    /// Not a batch norm, or its output has other or several consumers.
+    None,
+    /// It feeds one quantized conv and nothing else: the conv's activation quantizer may fuse
+    /// it ([`Quantizer::mix_batch_norm`]).
+    IntoQuant,
+    /// It is the first operand of one addition and nothing else: the two run as one op
+    /// ([`batch_norm_add`]).
+    IntoAdd,
 }
 
 fn layer_err(l: &LayerInfo, e: impl std::fmt::Display) -> Error {
@@ -342,27 +351,16 @@ impl Network {
         if let Some(l) = layer_nodes.iter().position(|&n| n == usize::MAX) {
             return Err(Error::msg(format!("searchable layer {l} has no node in the graph")));
         }
-        let (mut bn_into_quant, mut bn_into_add) = (vec![false; graph.nodes.len()], vec![false; graph.nodes.len()]);
+        let mut bn_fusion = vec![BnFusion::None; graph.nodes.len()];
         let only_use_is_bn = |j: usize| matches!(graph.nodes[j].op, NodeOp::BatchNorm { .. }) && uses[j] == 1;
         for node in &graph.nodes {
             match (&node.op, node.inputs.as_slice()) {
-                (NodeOp::QuantConv { .. }, [j]) => bn_into_quant[*j] = only_use_is_bn(*j),
-                (NodeOp::Add, [j, k]) if j != k => bn_into_add[*j] = only_use_is_bn(*j),
+                (NodeOp::QuantConv { .. }, &[j]) if only_use_is_bn(j) => bn_fusion[j] = BnFusion::IntoQuant,
+                (NodeOp::Add, &[j, k]) if j != k && only_use_is_bn(j) => bn_fusion[j] = BnFusion::IntoAdd,
                 _ => {}
             }
         }
-        Ok(Network {
-            graph,
-            params,
-            mode,
-            runtime,
-            layer_nodes,
-            uses,
-            bn_into_quant,
-            bn_into_add,
-            fuse_batch_norm: true,
-            relaxation,
-        })
+        Ok(Network { graph, params, mode, runtime, layer_nodes, uses, bn_fusion, fuse_batch_norm: true, relaxation })
     }
 
     /// Turns the train-mode fusions of a batch norm with the op after it (the quantized conv's
@@ -376,13 +374,13 @@ impl Network {
     /// The number of batch norms whose output feeds one quantized conv and nothing else: the
     /// ones train mode offers to that conv's activation quantizer to fuse.
     pub fn fusable_batch_norms(&self) -> usize {
-        self.bn_into_quant.iter().filter(|&&b| b).count()
+        self.bn_fusion.iter().filter(|&&f| f == BnFusion::IntoQuant).count()
     }
 
     /// The number of batch norms whose output is the first operand of one addition and nothing
     /// else: the ones train mode runs together with that addition.
     pub fn batch_norms_into_add(&self) -> usize {
-        self.bn_into_add.iter().filter(|&&b| b).count()
+        self.bn_fusion.iter().filter(|&&f| f == BnFusion::IntoAdd).count()
     }
 
     /// The batch-norm parameters of node `ni` and its name, if it is a batch norm.
@@ -445,7 +443,7 @@ impl Network {
             let y = match (&node.op, &self.runtime[ni]) {
                 (NodeOp::Conv { .. }, Runtime::Conv(c)) => c.forward(x0)?,
                 (NodeOp::BatchNorm { .. }, Runtime::BatchNorm { .. })
-                    if train && self.fuse_batch_norm && (self.bn_into_quant[ni] || self.bn_into_add[ni]) =>
+                    if train && self.fuse_batch_norm && self.bn_fusion[ni] != BnFusion::None =>
                 {
                     deferred[ni] = true;
                     x0.clone()
