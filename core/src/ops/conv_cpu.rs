@@ -16,6 +16,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::cpu_slice;
+use super::im2col_batched;
 use super::winograd::{self, Direction, Wino};
 use crate::error::Result;
 
@@ -44,25 +45,27 @@ const TRANSPOSED_FWD_BELOW_O: usize = 64;
 
 /// Geometry of one convolution.
 #[derive(Debug, Clone, Copy)]
-struct Geom {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    pad: [usize; 4],
-    oh: usize,
-    ow: usize,
+pub(super) struct Geom {
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) o: usize,
+    pub(super) kh: usize,
+    pub(super) kw: usize,
+    pub(super) stride: usize,
+    pub(super) pad: [usize; 4],
+    pub(super) oh: usize,
+    pub(super) ow: usize,
 }
 
 impl Geom {
-    fn ck(&self) -> usize {
+    /// Rows of the im2col matrix: `C · kh · kw`.
+    pub(super) fn ck(&self) -> usize {
         self.c * self.kh * self.kw
     }
-    fn hw_out(&self) -> usize {
+    /// Output pixels per plane: `H' · W'`.
+    pub(super) fn hw_out(&self) -> usize {
         self.oh * self.ow
     }
     /// A 1×1 stride-1 unpadded convolution: `im2col` is the identity, so the input itself is
@@ -168,7 +171,7 @@ fn winograd_of(g: &Geom, algo: ConvAlgo, dir: Direction) -> Option<Wino> {
 
 /// The output columns `[lo, hi)` whose input column `ox·s + j - pl` lies inside `0..w` for
 /// kernel column `j` (every other output column reads the zero padding).
-fn valid_cols(g: &Geom, j: usize) -> (usize, usize) {
+pub(super) fn valid_cols(g: &Geom, j: usize) -> (usize, usize) {
     let pl = g.pad[2];
     let lo = if pl > j { (pl - j).div_ceil(g.stride) } else { 0 };
     let hi = if g.w + pl > j { ((g.w - 1 + pl - j) / g.stride + 1).min(g.ow) } else { 0 };
@@ -407,30 +410,17 @@ impl CustomOp2 for ConvOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = geom(l1, l2, self.stride, self.pad)?;
         let (x, w) = (cpu_slice(s1, l1, "conv input")?, cpu_slice(s2, l2, "conv kernel")?);
-        let (ck, hw) = (g.ck(), g.hw_out());
-        // SAFETY: both paths write every element: Winograd's output transforms each plane in
-        // full, the GEMM path each sample's block (no accumulation into `y`).
-        let mut y = unsafe { super::output_buffer(g.n * g.o * hw)? };
+        // SAFETY: every path writes every element: Winograd's output transforms each plane in
+        // full, the batched path's reordering every plane, the per-sample GEMMs each sample's
+        // block (no accumulation into `y`).
+        let mut y = unsafe { super::output_buffer(g.n * g.o * g.hw_out())? };
         if let Some(wg) = winograd_of(&g, self.algo, Direction::Forward) {
             winograd::forward(&wg, x, w, &mut y);
-            return Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))));
+        } else if im2col_batched::applies(&g) {
+            im2col_batched::forward(&g, x, w, &mut y)?;
+        } else {
+            forward_im2col(&g, x, w, &mut y);
         }
-        let chw = g.c * g.h * g.w;
-        y.par_chunks_mut(g.o * hw).enumerate().for_each_init(
-            || (g.cols_buffer(), Vec::new()),
-            |(buf, yt), (b, yb)| {
-                let cols = g.cols(&x[b * chw..][..chw], buf);
-                if g.o < TRANSPOSED_FWD_BELOW_O {
-                    // y_bᵀ[hw, o] = cols_bᵀ[hw, ck] · Wᵀ[ck, o], then y_b = (y_bᵀ)ᵀ.
-                    yt.resize(hw * g.o, 0.0);
-                    matmul(hw, g.o, ck, yt, false, cols, 1, hw as isize, w, 1, ck as isize);
-                    transpose(yt, hw, g.o, yb);
-                } else {
-                    // y_b[o, hw] = W[o, ck] · cols[ck, hw]
-                    matmul(g.o, hw, ck, yb, false, w, ck as isize, 1, cols, hw as isize, 1);
-                }
-            },
-        );
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
     }
 
@@ -480,19 +470,51 @@ impl CustomOp3 for ConvBwdOp {
         // accumulated into by `col2im`, and `dW` is the transpose's output.
         let mut out = unsafe { super::output_buffer(nx + g.o * ck)? };
         let (dx, dw) = out.split_at_mut(nx);
-        // Each gradient takes Winograd or im2col on its own ([`Direction`]).
-        if self.input_grad {
-            match winograd_of(&g, self.algo, Direction::InputGrad) {
-                Some(wg) => winograd::input_grad(&wg, gy, w, dx),
-                None => input_grad_im2col(&g, w, gy, dx),
-            }
+        // Each gradient takes Winograd or im2col on its own ([`Direction`]); the im2col ones of
+        // a small plane take the whole batch per product and share `dY` by channel (F16).
+        let dx_wino = if self.input_grad { winograd_of(&g, self.algo, Direction::InputGrad) } else { None };
+        let dw_wino = winograd_of(&g, self.algo, Direction::WeightGrad);
+        if let Some(wg) = dx_wino {
+            winograd::input_grad(&wg, gy, w, dx);
         }
-        match winograd_of(&g, self.algo, Direction::WeightGrad) {
-            Some(wg) => winograd::weight_grad(&wg, x, gy, dw),
-            None => weight_grad_im2col(&g, x, gy, dw),
+        if let Some(wg) = dw_wino {
+            winograd::weight_grad(&wg, x, gy, dw);
+        }
+        let dx_im2col = (self.input_grad && dx_wino.is_none()).then_some(dx);
+        let dw_im2col = dw_wino.is_none().then_some(dw);
+        if im2col_batched::applies(&g) {
+            im2col_batched::backward(&g, x, w, gy, dx_im2col, dw_im2col)?;
+        } else {
+            if let Some(dx) = dx_im2col {
+                input_grad_im2col(&g, w, gy, dx);
+            }
+            if let Some(dw) = dw_im2col {
+                weight_grad_im2col(&g, x, gy, dw);
+            }
         }
         Ok((CpuStorage::F32(out), Shape::from(nx + g.o * ck)))
     }
+}
+
+/// `y` (every element written) of `y = conv(x, w)` by im2col and one GEMM per sample, in
+/// parallel over the samples; below [`TRANSPOSED_FWD_BELOW_O`] output channels transposed.
+fn forward_im2col(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    let (ck, hw, chw) = (g.ck(), g.hw_out(), g.c * g.h * g.w);
+    y.par_chunks_mut(g.o * hw).enumerate().for_each_init(
+        || (g.cols_buffer(), Vec::new()),
+        |(buf, yt), (b, yb)| {
+            let cols = g.cols(&x[b * chw..][..chw], buf);
+            if g.o < TRANSPOSED_FWD_BELOW_O {
+                // y_bᵀ[hw, o] = cols_bᵀ[hw, ck] · Wᵀ[ck, o], then y_b = (y_bᵀ)ᵀ.
+                yt.resize(hw * g.o, 0.0);
+                matmul(hw, g.o, ck, yt, false, cols, 1, hw as isize, w, 1, ck as isize);
+                transpose(yt, hw, g.o, yb);
+            } else {
+                // y_b[o, hw] = W[o, ck] · cols[ck, hw]
+                matmul(g.o, hw, ck, yb, false, w, ck as isize, 1, cols, hw as isize, 1);
+            }
+        },
+    );
 }
 
 /// `dx` (every element written) of `y = conv(x, w)` for the output gradient `gy`, by GEMM and
@@ -760,6 +782,157 @@ mod tests {
                 pool.install(|| grads(&x, xs, &w, ws, 1, 1, true))
             };
             assert_eq!(run(1), run(3), "{xs:?} {ws:?}");
+        }
+    }
+
+    fn geom_of(xs: [usize; 4], ws: [usize; 4], stride: usize, p: usize) -> Geom {
+        let xl = Layout::contiguous(xs.to_vec());
+        let wl = Layout::contiguous(ws.to_vec());
+        geom(&xl, &wl, stride, [p; 4]).unwrap()
+    }
+
+    /// `y`, `dx` and `dW` of a convolution with any stride and padding, in f64, summed term by
+    /// term (the independent reference of the batched path), and each element's sum of |terms|.
+    fn direct_f64(g: &Geom, x: &[f32], w: &[f32], gy: &[f32]) -> [(Vec<f64>, Vec<f64>); 3] {
+        let z = |n: usize| (vec![0f64; n], vec![0f64; n]);
+        let (mut y, mut dx, mut dw) = (z(g.n * g.o * g.hw_out()), z(x.len()), z(w.len()));
+        for b in 0..g.n {
+            for o in 0..g.o {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let yi = ((b * g.o + o) * g.oh + oy) * g.ow + ox;
+                        for c in 0..g.c {
+                            for i in 0..g.kh {
+                                for j in 0..g.kw {
+                                    let iy = (oy * g.stride + i) as isize - g.pad[0] as isize;
+                                    let ix = (ox * g.stride + j) as isize - g.pad[2] as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                        continue;
+                                    }
+                                    let xi = ((b * g.c + c) * g.h + iy as usize) * g.w + ix as usize;
+                                    let wi = ((o * g.c + c) * g.kh + i) * g.kw + j;
+                                    let (xv, wv, gv) = (x[xi] as f64, w[wi] as f64, gy[yi] as f64);
+                                    for (acc, k, t) in
+                                        [(&mut y, yi, xv * wv), (&mut dx, xi, gv * wv), (&mut dw, wi, gv * xv)]
+                                    {
+                                        acc.0[k] += t;
+                                        acc.1[k] += t.abs();
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        [y, dx, dw]
+    }
+
+    /// `[y, dx, dW]` of the batched path in chunks of `per` samples (the op's own chunks with
+    /// `None`; dx and dW from one `dY`-by-channel per chunk, as the op runs).
+    fn batched(g: &Geom, x: &[f32], w: &[f32], gy: &[f32], per: Option<usize>) -> [Vec<f32>; 3] {
+        let mut y = vec![f32::NAN; g.n * g.o * g.hw_out()];
+        let (mut dx, mut dw) = (vec![f32::NAN; x.len()], vec![f32::NAN; w.len()]);
+        let per = per.unwrap_or_else(|| im2col_batched::samples_per_chunk(g));
+        im2col_batched::forward_in_chunks(g, x, w, &mut y, per).unwrap();
+        im2col_batched::backward_in_chunks(g, x, w, gy, Some(&mut dx), Some(&mut dw), per).unwrap();
+        [y, dx, dw]
+    }
+
+    /// Geometries of the batched path (many output channels on a small plane, as ResNet-18's
+    /// 7×7 layers): 3×3, strided, 1×1 strided and unstrided, a 5×5 kernel, and products of
+    /// several tiles in each direction (o and ck > TILE_M, n·hw > TILE_N).
+    const BATCHED_CASES: [([usize; 4], [usize; 4], usize, usize); 7] = [
+        ([4, 8, 3, 3], [40, 8, 3, 3], 1, 1),
+        ([5, 4, 7, 7], [64, 4, 3, 3], 2, 1),
+        ([3, 8, 6, 6], [40, 8, 1, 1], 2, 0),
+        ([2, 3, 4, 4], [70, 3, 5, 5], 1, 2),
+        ([3, 20, 3, 3], [140, 20, 3, 3], 1, 1),
+        ([60, 2, 3, 3], [36, 2, 3, 3], 1, 1),
+        ([2, 5, 2, 3], [24, 5, 1, 1], 1, 0),
+    ];
+
+    #[test]
+    fn batched_small_planes_match_a_direct_f64_convolution_and_the_per_sample_path() {
+        for (xs, ws, stride, p) in BATCHED_CASES {
+            let g = geom_of(xs, ws, stride, p);
+            assert!(im2col_batched::applies(&g), "{xs:?} {ws:?}");
+            let x = crate::init::det_fill(xs.iter().product(), 5, 1.0);
+            let w = crate::init::det_fill(ws.iter().product(), 6, 0.3);
+            let gy = crate::init::det_fill(g.n * g.o * g.hw_out(), 7, 1.0);
+            let ours = batched(&g, &x, &w, &gy, None);
+            // Chunks of two samples (the last one shorter where n is odd): dW sums the chunks.
+            let in_pairs = batched(&g, &x, &w, &gy, Some(2));
+            let mut per_sample = [vec![f32::NAN; ours[0].len()], vec![f32::NAN; x.len()], vec![f32::NAN; w.len()]];
+            forward_im2col(&g, &x, &w, &mut per_sample[0]);
+            input_grad_im2col(&g, &w, &gy, &mut per_sample[1]);
+            weight_grad_im2col(&g, &x, &gy, &mut per_sample[2]);
+            let want = direct_f64(&g, &x, &w, &gy);
+            for (k, what) in ["y", "dx", "dW"].iter().enumerate() {
+                for (i, ((&a, &b), (v, mag))) in
+                    ours[k].iter().zip(&per_sample[k]).zip(want[k].0.iter().zip(&want[k].1)).enumerate()
+                {
+                    let tol = 2e-6 * mag.max(1e-3);
+                    assert!((a as f64 - v).abs() <= tol, "{what}[{i}] {a} vs f64 {v} for {xs:?} {ws:?}");
+                    assert!((a as f64 - b as f64).abs() <= 2.0 * tol, "{what}[{i}] {a} vs per-sample {b}");
+                    let c = in_pairs[k][i];
+                    assert!((a as f64 - c as f64).abs() <= 2.0 * tol, "{what}[{i}] {a} vs in pairs {c}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batched_path_does_not_depend_on_thread_count_and_the_op_takes_it() {
+        for (xs, ws, stride, p) in BATCHED_CASES {
+            let g = geom_of(xs, ws, stride, p);
+            let x = crate::init::det_fill(xs.iter().product(), 8, 1.0);
+            let w = crate::init::det_fill(ws.iter().product(), 9, 0.3);
+            let gy = crate::init::det_fill(g.n * g.o * g.hw_out(), 10, 1.0);
+            let run = |t: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+                pool.install(|| batched(&g, &x, &w, &gy, None))
+            };
+            let one = run(1);
+            assert_eq!(one, run(3), "{xs:?} {ws:?}");
+            // The op (im2col algorithm) gives these very bits.
+            let dev = Device::Cpu;
+            let (xv, wv) = (
+                Var::from_vec(x.clone(), xs.to_vec(), &dev).unwrap(),
+                Var::from_vec(w.clone(), ws.to_vec(), &dev).unwrap(),
+            );
+            let y = conv2d_cpu_with(xv.as_tensor(), wv.as_tensor(), stride, [p; 4], ConvAlgo::Im2col).unwrap();
+            let gt = Tensor::from_vec(gy.clone(), y.shape(), &dev).unwrap();
+            let gr = y.mul(&gt).unwrap().sum_all().unwrap().backward().unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(flat(&y), one[0], "{xs:?} {ws:?}");
+            assert_eq!(flat(gr.get(xv.as_tensor()).unwrap()), one[1], "{xs:?} {ws:?}");
+            assert_eq!(flat(gr.get(wv.as_tensor()).unwrap()), one[2], "{xs:?} {ws:?}");
+        }
+    }
+
+    #[test]
+    fn batched_chunks_are_whole_samples_under_the_byte_bound() {
+        // ResNet-18 layer 4 at batch 8 is one chunk; at batch 256 its 231 MB of columns are cut
+        // into chunks of 37 samples (4608 · 49 · 4 B = 903 KB each, 32 MiB at most).
+        assert_eq!(im2col_batched::samples_per_chunk(&geom_of([8, 512, 7, 7], [512, 512, 3, 3], 1, 1)), 8);
+        assert_eq!(im2col_batched::samples_per_chunk(&geom_of([256, 512, 7, 7], [512, 512, 3, 3], 1, 1)), 37);
+    }
+
+    #[test]
+    fn the_batched_path_takes_small_planes_of_several_samples_only() {
+        // ResNet-18's 512-channel 7×7 layers, the strided 3×3 and 1×1 into them; not its
+        // 14×14 or 28×28 layers, not ResNet-20's 8×8 ones, not a single sample.
+        for (xs, ws, s, p, want) in [
+            ([8, 512, 7, 7], [512, 512, 3, 3], 1, 1, true),
+            ([8, 256, 14, 14], [512, 256, 3, 3], 2, 1, true),
+            ([8, 256, 14, 14], [512, 256, 1, 1], 2, 0, true),
+            ([8, 128, 28, 28], [256, 128, 3, 3], 2, 1, false),
+            ([8, 128, 28, 28], [128, 128, 3, 3], 1, 1, false),
+            ([128, 64, 8, 8], [64, 64, 3, 3], 1, 1, false),
+            ([1, 512, 7, 7], [512, 512, 3, 3], 1, 1, false),
+        ] {
+            assert_eq!(im2col_batched::applies(&geom_of(xs, ws, s, p)), want, "{xs:?} {ws:?} s{s}");
         }
     }
 }

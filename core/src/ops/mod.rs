@@ -8,6 +8,8 @@
 //! * [`stats`]: detached statistics (the unbiased std of a weight tensor).
 //! * [`max_pool`], [`avg_pool`] (geometry and CUDA source in [`pool`]): pooling with padding,
 //!   ceil mode and `count_include_pad`, with backward for any kernel and stride.
+//! * `im2col_batched`: the CPU convolution's im2col products for small planes, the whole batch
+//!   in one product.
 //! * [`winograd`]: Winograd F(2×2, 3×3) for the CPU convolution's 3×3 stride-1 layers.
 //! * [`batch_norm`]: train (batch statistics, running-stat update) and eval batch norm.
 //! * [`bn_add`]: train-mode batch norm and the residual addition after it, as one CPU op.
@@ -36,6 +38,7 @@ pub mod conv_cpu;
 pub mod cpu_path;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod im2col_batched;
 pub mod kernels;
 pub mod lanes;
 pub mod max_pool;
