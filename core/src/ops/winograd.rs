@@ -40,6 +40,18 @@ const DW_GROUPS: usize = 8;
 const DW_PARTIAL_BYTES: usize = 32 << 20;
 /// Lanes of the vectorised transforms.
 const L: usize = 8;
+/// Floats between the end of one `ξ` block of `V`, `M` or `dM` and the start of the next.
+/// Without them the 16 blocks of a 16-channel, 256-tile chunk lie exactly 16 KiB apart, so
+/// the transforms' 16 store (or load) streams share one set of the 8-way L1 cache and evict
+/// each other: ResNet-20's 16- and 32-channel layers spent more time in the input transform
+/// than in the products (decisions F12).
+const XI_PAD: usize = 16;
+
+/// Floats from one `ξ` block of `V` (`rows` = C), `M` or `dM` (`rows` = O) to the next, for
+/// chunks of `pc` tiles: the `rows × pc` block and [`XI_PAD`].
+fn xi_stride(rows: usize, pc: usize) -> usize {
+    rows * pc + XI_PAD
+}
 /// Fewest tiles across a row for which Winograd pays ([`Wino::pays`]): three quarters of a lane
 /// group, planes at least 11 wide.
 const MIN_TILE_COLS: usize = 6;
@@ -322,12 +334,12 @@ fn pad_plane<V: Lanes>(g: &Wino, x: &[f32], buf: &mut [f32]) {
     }
 }
 
-/// `V[(ξ·C + c)·pc + p0 + tile]` of one padded plane ([`pad_plane`]) of channel `c`:
+/// `V[ξ·xi_stride(C, pc) + c·pc + p0 + tile]` of one padded plane ([`pad_plane`]) of channel `c`:
 /// `Bᵀ d B` for every tile's 4×4 patch `d` ([`bt`]), 8 tiles of a tile row at a time.
 #[inline(always)]
 fn input_transform<V: Lanes>(g: &Wino, plane: &[f32], v: &mut [f32], c: usize, pc: usize, p0: usize) {
     let hr = g.half_row();
-    let xi_stride = g.c * pc;
+    let xi_stride = xi_stride(g.c, pc);
     for ty in 0..g.th {
         for tx0 in (0..g.tw).step_by(L) {
             let len = L.min(g.tw - tx0);
@@ -354,11 +366,11 @@ fn input_transform<V: Lanes>(g: &Wino, plane: &[f32], v: &mut [f32], c: usize, p
     }
 }
 
-/// `Y = Aᵀ M A` ([`at`]) from `M[(ξ·O + o)·pc + p0 + tile]` into the `h × w` plane `y` of output
+/// `Y = Aᵀ M A` ([`at`]) from `M[ξ·xi_stride(O, pc) + o·pc + p0 + tile]` into the `h × w` plane `y` of output
 /// channel `o`, clipping the tiles at odd edges.
 #[inline(always)]
 fn output_transform<V: Lanes>(g: &Wino, m: &[f32], o: usize, pc: usize, p0: usize, y: &mut [f32]) {
-    let xi_stride = g.o * pc;
+    let xi_stride = xi_stride(g.o, pc);
     for ty in 0..g.th {
         for tx0 in (0..g.tw).step_by(L) {
             let len = L.min(g.tw - tx0);
@@ -391,11 +403,11 @@ fn output_transform<V: Lanes>(g: &Wino, m: &[f32], o: usize, pc: usize, p0: usiz
     }
 }
 
-/// `dM[(ξ·O + o)·pc + p0 + tile] = (A dY Aᵀ)[ξ]` ([`a4`]), the adjoint of [`output_transform`],
+/// `dM[ξ·xi_stride(O, pc) + o·pc + p0 + tile] = (A dY Aᵀ)[ξ]` ([`a4`]), the adjoint of [`output_transform`],
 /// from the `h × w` gradient plane `gy` of output channel `o` (zero beyond the odd edges).
 #[inline(always)]
 fn output_grad_transform<V: Lanes>(g: &Wino, gy: &[f32], o: usize, pc: usize, p0: usize, dm: &mut [f32]) {
-    let xi_stride = g.o * pc;
+    let xi_stride = xi_stride(g.o, pc);
     for ty in 0..g.th {
         for tx0 in (0..g.tw).step_by(L) {
             let len = L.min(g.tw - tx0);
@@ -434,7 +446,7 @@ fn output_grad_transform<V: Lanes>(g: &Wino, gy: &[f32], o: usize, pc: usize, p0
     }
 }
 
-/// `V` of the samples `x` (`pc` tile columns, whole samples) into `v` (`16 × C × pc`).
+/// `V` of the samples `x` (`pc` tile columns, whole samples) into `v` (16 blocks of `C × pc`, [`xi_stride`] apart).
 fn transform_inputs(g: &Wino, x: &[f32], v: &mut [f32], plane: &mut [f32], pc: usize) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
@@ -444,7 +456,7 @@ fn transform_inputs(g: &Wino, x: &[f32], v: &mut [f32], plane: &mut [f32], pc: u
     transform_inputs_with::<[f32; L]>(g, x, v, plane, pc)
 }
 
-/// `Y` of the products `m` (`16 × O × pc`) into the samples `y` (`N' × O × H × W`, whole
+/// `Y` of the products `m` (16 blocks of `O × pc`, [`xi_stride`] apart) into the samples `y` (`N' × O × H × W`, whole
 /// samples), every element written.
 fn output_transforms(g: &Wino, m: &[f32], pc: usize, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -455,7 +467,7 @@ fn output_transforms(g: &Wino, m: &[f32], pc: usize, y: &mut [f32]) {
     output_transforms_with::<[f32; L]>(g, m, pc, y)
 }
 
-/// `dM` (`16 × O × pc`, every element written) of the output gradient `gy` (whole samples).
+/// `dM` (16 blocks of `O × pc`, [`xi_stride`] apart, every element of them written) of the output gradient `gy` (whole samples).
 fn output_grad_transforms(g: &Wino, gy: &[f32], pc: usize, dm: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
@@ -580,10 +592,10 @@ mod avx2 {
 
 /// The 16 products `M_ξ[O, pc] = U_ξ[O, C] · V_ξ[C, pc]`.
 fn products(g: &Wino, u: &[f32], v: &[f32], m: &mut [f32], pc: usize) {
-    let (oc, cp, op) = (g.o * g.c, g.c * pc, g.o * pc);
+    let (oc, cp, op) = (g.o * g.c, xi_stride(g.c, pc), xi_stride(g.o, pc));
     for xi in 0..16 {
-        let (uxi, vxi) = (&u[xi * oc..][..oc], &v[xi * cp..][..cp]);
-        matmul(g.o, pc, g.c, &mut m[xi * op..][..op], false, uxi, g.c as isize, 1, vxi, pc as isize, 1);
+        let (uxi, vxi) = (&u[xi * oc..][..oc], &v[xi * cp..][..g.c * pc]);
+        matmul(g.o, pc, g.c, &mut m[xi * op..][..g.o * pc], false, uxi, g.c as isize, 1, vxi, pc as isize, 1);
     }
 }
 
@@ -595,8 +607,8 @@ fn convolve(g: &Wino, u: &[f32], x: &[f32], y: &mut [f32]) {
         || (Vec::new(), Vec::new(), vec![0f32; g.plane_len()]),
         |(v, m, plane), (yc, xc)| {
             let pc = xc.len() / (g.c * hw) * t;
-            v.resize(16 * g.c * pc, 0.0);
-            m.resize(16 * g.o * pc, 0.0);
+            v.resize(16 * xi_stride(g.c, pc), 0.0);
+            m.resize(16 * xi_stride(g.o, pc), 0.0);
             transform_inputs(g, xc, v, plane, pc);
             products(g, u, v, m, pc);
             output_transforms(g, m, pc, yc);
@@ -638,12 +650,12 @@ pub(super) fn weight_grad(g: &Wino, x: &[f32], gy: &[f32], dw: &mut [f32]) {
             for (k, chunk) in (grp * per..((grp + 1) * per).min(chunks)).enumerate() {
                 let (b0, b1) = (chunk * spc, ((chunk + 1) * spc).min(g.n));
                 let pc = (b1 - b0) * t;
-                v.resize(16 * cp * pc, 0.0);
-                m.resize(16 * op * pc, 0.0);
+                v.resize(16 * xi_stride(cp, pc), 0.0);
+                m.resize(16 * xi_stride(op, pc), 0.0);
                 transform_inputs(g, &x[b0 * g.c * hw..b1 * g.c * hw], &mut v, &mut plane, pc);
                 output_grad_transforms(g, &gy[b0 * g.o * hw..b1 * g.o * hw], pc, &mut m);
                 for xi in 0..16 {
-                    let (vxi, mxi) = (&v[xi * cp * pc..][..cp * pc], &m[xi * op * pc..][..op * pc]);
+                    let (vxi, mxi) = (&v[xi * xi_stride(cp, pc)..][..cp * pc], &m[xi * xi_stride(op, pc)..][..op * pc]);
                     let dst = &mut acc[xi * co..][..co];
                     matmul(g.c, g.o, pc, dst, k > 0, vxi, pc as isize, 1, mxi, 1, pc as isize);
                 }
@@ -861,9 +873,9 @@ mod tests {
                 let pc = n * g.tiles();
                 let x = crate::init::det_fill(n * c * h * w, 11, 1.0);
                 let gy = crate::init::det_fill(n * o * h * w, 12, 1.0);
-                let m = crate::init::det_fill(16 * o * pc, 13, 1.0);
+                let m = crate::init::det_fill(16 * xi_stride(o, pc), 13, 1.0);
                 let inputs = |avx: bool| {
-                    let (mut v, mut plane) = (vec![0f32; 16 * c * pc], vec![0f32; g.plane_len()]);
+                    let (mut v, mut plane) = (vec![0f32; 16 * xi_stride(c, pc)], vec![0f32; g.plane_len()]);
                     if avx {
                         // SAFETY: AVX2 was detected above.
                         unsafe { avx2::transform_inputs(&g, &x, &mut v, &mut plane, pc) }
@@ -883,7 +895,7 @@ mod tests {
                     y
                 };
                 let grads = |avx: bool| {
-                    let mut dm = vec![0f32; 16 * o * pc];
+                    let mut dm = vec![0f32; 16 * xi_stride(o, pc)];
                     if avx {
                         // SAFETY: AVX2 was detected above.
                         unsafe { avx2::output_grad_transforms(&g, &gy, pc, &mut dm) }
