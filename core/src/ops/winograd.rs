@@ -25,6 +25,7 @@
 use rayon::prelude::*;
 
 use super::conv_cpu::matmul;
+use super::short_k_gemm;
 
 /// Most tile columns one chunk's GEMMs take (the `V` and `M` buffers are `16 × C × cols`): 256
 /// keeps a 32-channel chunk's `V` at 512 KiB, in the core's cache; 1024 made every layer slower.
@@ -590,12 +591,18 @@ mod avx2 {
     }
 }
 
-/// The 16 products `M_ξ[O, pc] = U_ξ[O, C] · V_ξ[C, pc]`.
+/// The 16 products `M_ξ[O, pc] = U_ξ[O, C] · V_ξ[C, pc]`: up to 64 channels without packing
+/// ([`short_k_gemm`]), else through the `gemm` crate.
 fn products(g: &Wino, u: &[f32], v: &[f32], m: &mut [f32], pc: usize) {
     let (oc, cp, op) = (g.o * g.c, xi_stride(g.c, pc), xi_stride(g.o, pc));
     for xi in 0..16 {
         let (uxi, vxi) = (&u[xi * oc..][..oc], &v[xi * cp..][..g.c * pc]);
-        matmul(g.o, pc, g.c, &mut m[xi * op..][..g.o * pc], false, uxi, g.c as isize, 1, vxi, pc as isize, 1);
+        let mxi = &mut m[xi * op..][..g.o * pc];
+        if short_k_gemm::pays(g.c) {
+            short_k_gemm::matmul_short_k(g.o, pc, g.c, uxi, vxi, mxi);
+        } else {
+            matmul(g.o, pc, g.c, mxi, false, uxi, g.c as isize, 1, vxi, pc as isize, 1);
+        }
     }
 }
 
