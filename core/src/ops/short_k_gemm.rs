@@ -17,12 +17,16 @@
 const ROWS: usize = 4;
 /// Columns of `B` (and `C`) one register block takes: two 8-lane vectors.
 const COLS: usize = 16;
+/// Steps of `K` one pass over a column block takes: the `A` rows of a block and the `B` rows
+/// of the pass stay in L1; the next pass goes on from the partial sums in `C` (the same FMA
+/// chain as one pass).
+const K_BLOCK: usize = 64;
 
-/// Longest `K` for which the kernel beats the `gemm` crate: per phase inside whole training
-/// steps (AMD EPYC, 2 threads), the Winograd products of ResNet-20's 16- and 32-channel layers
-/// and ResNet-18's 64-channel ones took 0.58, 0.88 and 0.78 of the `gemm` crate's time, its
-/// 128- and 256-channel ones 1.26 and 1.50 (without `K` blocking, a tall `A` is read from L2 for
-/// every 16 columns of `B`).
+/// Longest `K` for which the kernel beats the `gemm` crate. The Winograd products alone, one
+/// thread, best of 15 (AMD EPYC, `M × N × K` = O × tiles × C): 16×256×16 0.79 of the `gemm`
+/// crate's time (104 against 82 GFLOP/s), 32×256×32 0.86, 64×784×64 0.95, 128×196×128 1.07,
+/// 256×98×256 1.18; inside whole training steps (per phase, 2 threads) the first three took 0.58,
+/// 0.88 and 0.78.
 const MAX_K: usize = 64;
 
 /// Whether a product with this inner dimension takes the kernel of this file.
@@ -62,7 +66,76 @@ pub(super) fn matmul_short_k(m: usize, n: usize, k: usize, a: &[f32], b: &[f32],
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{COLS, ROWS};
+    use super::{COLS, K_BLOCK, ROWS};
+
+    /// The columns one register block covers: two full vectors (`MASKED` false), or the last
+    /// `n % 16` columns through these lane masks (masked-out lanes are read as zero and never
+    /// written). A type parameter, so the unmasked loop has no branch.
+    #[derive(Clone, Copy)]
+    struct Cols<const MASKED: bool> {
+        masks: [__m256i; 2],
+    }
+
+    impl<const MASKED: bool> Cols<MASKED> {
+        #[inline(always)]
+        unsafe fn load(self, p: *const f32) -> [__m256; 2] {
+            // SAFETY: the caller's pointer covers the block's columns (masked lanes are not read).
+            unsafe {
+                if MASKED {
+                    [_mm256_maskload_ps(p, self.masks[0]), _mm256_maskload_ps(p.add(8), self.masks[1])]
+                } else {
+                    [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))]
+                }
+            }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32, v: [__m256; 2]) {
+            // SAFETY: as for `load` (masked lanes are not written).
+            unsafe {
+                if MASKED {
+                    _mm256_maskstore_ps(p, self.masks[0], v[0]);
+                    _mm256_maskstore_ps(p.add(8), self.masks[1], v[1]);
+                } else {
+                    _mm256_storeu_ps(p, v[0]);
+                    _mm256_storeu_ps(p.add(8), v[1]);
+                }
+            }
+        }
+    }
+
+    /// Rows `i..i + R` and the columns at `j` of `c`, over `k0..k1`: the chains start at zero
+    /// when `k0 == 0` and go on from `c` otherwise (the same chain as one pass over `k`).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const R: usize, const MASKED: bool>(
+        (ap, bp, cp): (*const f32, *const f32, *mut f32),
+        (n, k): (usize, usize),
+        (i, j): (usize, usize),
+        (k0, k1): (usize, usize),
+        cols: Cols<MASKED>,
+    ) {
+        // SAFETY: rows i..i+R < m of `a` and `c`, rows k0..k1 ≤ k of `b`, and the columns the
+        // caller's `cols` covers, all inside the slices.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            if k0 > 0 {
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    *accr = cols.load(cp.add((i + r) * n + j));
+                }
+            }
+            for kk in k0..k1 {
+                let [b0, b1] = cols.load(bp.add(kk * n + j));
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    let av = _mm256_broadcast_ss(&*ap.add((i + r) * k + kk));
+                    accr[0] = _mm256_fmadd_ps(av, b0, accr[0]);
+                    accr[1] = _mm256_fmadd_ps(av, b1, accr[1]);
+                }
+            }
+            for (r, accr) in acc.iter().enumerate() {
+                cols.store(cp.add((i + r) * n + j), *accr);
+            }
+        }
+    }
 
     /// The kernel behind [`super::matmul_short_k`].
     ///
@@ -70,49 +143,54 @@ mod avx2 {
     /// AVX2 and FMA must be present, and `a`, `b`, `c` must hold `m·k`, `k·n`, `m·n` elements.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn matmul(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-        let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
-        let (n16, m4) = (n / COLS * COLS, m / ROWS * ROWS);
-        // SAFETY (whole function): every pointer below is `base + row·stride + col` with
-        // row < m (a, c) or < k (b) and col + width ≤ the row's length, inside the slices.
-        unsafe {
-            for j in (0..n16).step_by(COLS) {
+        let ptrs = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        let n16 = n / COLS * COLS;
+        let tail = n - n16;
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            c[..m * n].fill(0.0);
+            return;
+        }
+        let full = Cols::<false> { masks: [_mm256_setzero_si256(); 2] };
+        for j in (0..n16).step_by(COLS) {
+            // SAFETY: AVX2 and FMA are present (this function's contract); rows and columns stay
+            // inside the operands' shapes (the caller's lengths).
+            unsafe { column_block(ptrs, (m, n, k), j, full) };
+        }
+        if tail > 0 {
+            // Lane q of the two tail vectors is live when q (or q + 8) < tail.
+            let lane = |q: i32| if q < tail as i32 { -1 } else { 0 };
+            let masked = Cols::<true> {
+                masks: [
+                    _mm256_setr_epi32(lane(0), lane(1), lane(2), lane(3), lane(4), lane(5), lane(6), lane(7)),
+                    _mm256_setr_epi32(lane(8), lane(9), lane(10), lane(11), lane(12), lane(13), lane(14), lane(15)),
+                ],
+            };
+            // SAFETY: as above; the masks keep the tail inside the rows.
+            unsafe { column_block(ptrs, (m, n, k), n16, masked) };
+        }
+    }
+
+    /// Every row block of the columns at `j`, pass after pass over `K`.
+    #[inline(always)]
+    unsafe fn column_block<const MASKED: bool>(
+        ptrs: (*const f32, *const f32, *mut f32),
+        (m, n, k): (usize, usize, usize),
+        j: usize,
+        cols: Cols<MASKED>,
+    ) {
+        let m4 = m / ROWS * ROWS;
+        for k0 in (0..k).step_by(K_BLOCK) {
+            let ks = (k0, (k0 + K_BLOCK).min(k));
+            // SAFETY: the caller's contract.
+            unsafe {
                 for i in (0..m4).step_by(ROWS) {
-                    let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
-                    for kk in 0..k {
-                        let brow = bp.add(kk * n + j);
-                        let (b0, b1) = (_mm256_loadu_ps(brow), _mm256_loadu_ps(brow.add(8)));
-                        for (r, accr) in acc.iter_mut().enumerate() {
-                            let av = _mm256_broadcast_ss(&*ap.add((i + r) * k + kk));
-                            accr[0] = _mm256_fmadd_ps(av, b0, accr[0]);
-                            accr[1] = _mm256_fmadd_ps(av, b1, accr[1]);
-                        }
-                    }
-                    for (r, accr) in acc.iter().enumerate() {
-                        let crow = cp.add((i + r) * n + j);
-                        _mm256_storeu_ps(crow, accr[0]);
-                        _mm256_storeu_ps(crow.add(8), accr[1]);
-                    }
+                    block::<ROWS, MASKED>(ptrs, (n, k), (i, j), ks, cols);
                 }
                 for i in m4..m {
-                    let mut acc = [_mm256_setzero_ps(); 2];
-                    for kk in 0..k {
-                        let brow = bp.add(kk * n + j);
-                        let av = _mm256_broadcast_ss(&*ap.add(i * k + kk));
-                        acc[0] = _mm256_fmadd_ps(av, _mm256_loadu_ps(brow), acc[0]);
-                        acc[1] = _mm256_fmadd_ps(av, _mm256_loadu_ps(brow.add(8)), acc[1]);
-                    }
-                    _mm256_storeu_ps(cp.add(i * n + j), acc[0]);
-                    _mm256_storeu_ps(cp.add(i * n + j + 8), acc[1]);
-                }
-            }
-            // The last `n % 16` columns: the same chain per element, scalar FMAs.
-            for i in 0..m {
-                for j in n16..n {
-                    let mut s = 0f32;
-                    for kk in 0..k {
-                        s = (*ap.add(i * k + kk)).mul_add(*bp.add(kk * n + j), s);
-                    }
-                    *cp.add(i * n + j) = s;
+                    block::<1, MASKED>(ptrs, (n, k), (i, j), ks, cols);
                 }
             }
         }
@@ -141,7 +219,17 @@ mod tests {
     #[test]
     fn matches_an_f64_product_on_blocks_and_edges() {
         // Whole register blocks, row and column edges, a single row or column, k = 1.
-        for (m, n, k) in [(16, 256, 16), (32, 64, 32), (5, 37, 9), (3, 15, 64), (1, 16, 7), (7, 1, 3), (4, 16, 1)] {
+        for (m, n, k) in [
+            (16, 256, 16),
+            (32, 64, 32),
+            (5, 37, 9),
+            (3, 15, 64),
+            (1, 16, 7),
+            (7, 1, 3),
+            (4, 16, 1),
+            (9, 98, 200),
+            (130, 20, 256),
+        ] {
             let a = crate::init::det_fill(m * k, 21, 1.0);
             let b = crate::init::det_fill(k * n, 22, 1.0);
             let mut c = vec![f32::NAN; m * n];
@@ -160,7 +248,7 @@ mod tests {
         if !available() {
             return;
         }
-        let (m, n, k) = (9, 35, 20);
+        let (m, n, k) = (9, 35, 150);
         let a = crate::init::det_fill(m * k, 23, 1.0);
         let b = crate::init::det_fill(k * n, 24, 1.0);
         let mut c = vec![0f32; m * n];
