@@ -1,7 +1,9 @@
 //! 2-D convolution, forward + backward (dx and dW) on the CPU: our op (`ops::conv::conv2d`:
 //! Winograd F(2×2, 3×3) for the 3×3 stride-1 layers where it pays, im2col + GEMM with the
-//! orientations of decisions F10 otherwise; decisions F12), the two paths forced (`ours-im2col`,
-//! `ours-winograd`) and candle's convolution (`ops::conv::conv2d_candle`, the path ours replaces
+//! orientations of decisions F10 otherwise, small planes with many channels batched over the
+//! samples; decisions F12, F16), the paths forced (`ours-im2col`, `ours-winograd`, and
+//! `ours-im2col-per-sample` where the batched products apply: the path they replace) and
+//! candle's convolution (`ops::conv::conv2d_candle`, the path ours replaces
 //! on the CPU), at ResNet-20 stage shapes (batch 128, 32×32 / 16×16 / 8×8), the ResNet-18 stage
 //! shapes (batch 8, 56×56 / 28×28 / 14×14 / 7×7) and a 1×1 stride-1 convolution (the
 //! im2col-free case). The allocator is tuned as the command line tunes it
@@ -33,6 +35,7 @@ fn conv(c: &mut Criterion) {
         ("r18-256ch-14x14-b8", [8, 256, 14, 14], 256, 3, 1, 1),
         ("r18-512ch-7x7-b8", [8, 512, 7, 7], 512, 3, 1, 1),
         ("1x1-64to256-56x56-b8", [8, 64, 56, 56], 256, 1, 1, 0),
+        ("r18-256to512-s2-14x14-b8", [8, 256, 14, 14], 512, 3, 2, 1),
     ];
     for (name, [n, ci, h, w], co, k, stride, pad) in cases {
         let x = Var::from_vec(det_fill(n * ci * h * w, 1, 1.0), (n, ci, h, w), &dev).unwrap();
@@ -44,19 +47,24 @@ fn conv(c: &mut Criterion) {
                 conv2d(x.as_tensor(), wt.as_tensor(), stride, [pad; 4]).unwrap().sum_all().unwrap().backward().unwrap()
             })
         });
-        if k == 3 && stride == 1 {
-            for (label, algo) in [("ours-im2col", ConvAlgo::Im2col), ("ours-winograd", ConvAlgo::Winograd)] {
-                group.bench_function(format!("{label}/{name}"), |b| {
-                    b.iter(|| {
-                        conv2d_cpu_with(x.as_tensor(), wt.as_tensor(), stride, [pad; 4], algo)
-                            .unwrap()
-                            .sum_all()
-                            .unwrap()
-                            .backward()
-                            .unwrap()
-                    })
-                });
-            }
+        // The batched products take a plane of fewer than a quarter as many pixels as channels.
+        let batched = co >= 4 * out * out;
+        let algos = [
+            ("ours-im2col", ConvAlgo::Im2col, k == 3 && stride == 1),
+            ("ours-winograd", ConvAlgo::Winograd, k == 3 && stride == 1),
+            ("ours-im2col-per-sample", ConvAlgo::Im2colPerSample, batched),
+        ];
+        for (label, algo, _) in algos.into_iter().filter(|a| a.2) {
+            group.bench_function(format!("{label}/{name}"), |b| {
+                b.iter(|| {
+                    conv2d_cpu_with(x.as_tensor(), wt.as_tensor(), stride, [pad; 4], algo)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .backward()
+                        .unwrap()
+                })
+            });
         }
         group.bench_function(format!("candle/{name}"), |b| {
             b.iter(|| {

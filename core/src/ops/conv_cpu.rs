@@ -102,8 +102,12 @@ pub enum ConvAlgo {
     /// every other layer (what [`conv2d_cpu`] uses; decisions F12).
     #[default]
     Auto,
-    /// im2col + GEMM for every geometry (the path Winograd replaces; for tests and benches).
+    /// im2col + GEMM for every geometry (the path Winograd replaces; for tests and benches),
+    /// small planes with many channels batched ([`im2col_batched`], F16).
     Im2col,
+    /// im2col + one GEMM per sample for every geometry, never batched (the path the batched
+    /// products replace, F16; for tests and benches).
+    Im2colPerSample,
     /// Winograd for every 3×3 stride-1 padding-1 layer, whether it pays or not, im2col + GEMM
     /// for the other geometries (for tests and benches). Ignores `EDMIPS_CPU_CONV`.
     Winograd,
@@ -163,7 +167,7 @@ fn winograd_of(g: &Geom, algo: ConvAlgo, dir: Direction) -> Option<Wino> {
     let wg = Wino::new(g.n, g.c, g.h, g.w, g.o);
     let wanted = match algo {
         ConvAlgo::Auto => winograd_enabled() && wg.pays(dir),
-        ConvAlgo::Im2col => false,
+        ConvAlgo::Im2col | ConvAlgo::Im2colPerSample => false,
         ConvAlgo::Winograd => true,
     };
     (wanted && winograd::applies(g.kh, g.kw, g.stride, g.pad)).then_some(wg)
@@ -416,7 +420,7 @@ impl CustomOp2 for ConvOp {
         let mut y = unsafe { super::output_buffer(g.n * g.o * g.hw_out())? };
         if let Some(wg) = winograd_of(&g, self.algo, Direction::Forward) {
             winograd::forward(&wg, x, w, &mut y);
-        } else if im2col_batched::applies(&g) {
+        } else if self.algo != ConvAlgo::Im2colPerSample && im2col_batched::applies(&g) {
             im2col_batched::forward(&g, x, w, &mut y)?;
         } else {
             forward_im2col(&g, x, w, &mut y);
@@ -482,7 +486,7 @@ impl CustomOp3 for ConvBwdOp {
         }
         let dx_im2col = (self.input_grad && dx_wino.is_none()).then_some(dx);
         let dw_im2col = dw_wino.is_none().then_some(dw);
-        if im2col_batched::applies(&g) {
+        if self.algo != ConvAlgo::Im2colPerSample && im2col_batched::applies(&g) {
             im2col_batched::backward(&g, x, w, gy, dx_im2col, dw_im2col)?;
         } else {
             if let Some(dx) = dx_im2col {
@@ -908,6 +912,11 @@ mod tests {
             assert_eq!(flat(&y), one[0], "{xs:?} {ws:?}");
             assert_eq!(flat(gr.get(xv.as_tensor()).unwrap()), one[1], "{xs:?} {ws:?}");
             assert_eq!(flat(gr.get(wv.as_tensor()).unwrap()), one[2], "{xs:?} {ws:?}");
+            // ... and `Im2colPerSample` the per-sample path's.
+            let y = conv2d_cpu_with(xv.as_tensor(), wv.as_tensor(), stride, [p; 4], ConvAlgo::Im2colPerSample).unwrap();
+            let mut per_sample = vec![f32::NAN; y.elem_count()];
+            forward_im2col(&g, &x, &w, &mut per_sample);
+            assert_eq!(flat(&y), per_sample, "{xs:?} {ws:?}");
         }
     }
 

@@ -10,7 +10,7 @@
 //!   ceil mode and `count_include_pad`, with backward for any kernel and stride.
 //! * `im2col_batched`: the CPU convolution's im2col products for small planes, the whole batch
 //!   in one product.
-//! * `short_k_gemm`: an AVX2/FMA matrix product for short inner dimensions, without packing
+//! * [`short_k_gemm`]: an AVX2/FMA matrix product for short inner dimensions, without packing
 //!   (the Winograd products of thin layers).
 //! * [`winograd`]: Winograd F(2×2, 3×3) for the CPU convolution's 3×3 stride-1 layers.
 //! * [`batch_norm`]: train (batch statistics, running-stat update) and eval batch norm.
@@ -47,7 +47,7 @@ pub mod max_pool;
 pub mod mixture;
 pub mod pool;
 pub mod round;
-mod short_k_gemm;
+pub mod short_k_gemm;
 pub mod stats;
 pub mod winograd;
 

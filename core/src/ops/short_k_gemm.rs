@@ -30,12 +30,12 @@ const K_BLOCK: usize = 64;
 const MAX_K: usize = 64;
 
 /// Whether a product with this inner dimension takes the kernel of this file.
-pub(super) fn pays(k: usize) -> bool {
+pub fn pays(k: usize) -> bool {
     k <= MAX_K
 }
 
 /// Whether the AVX2/FMA kernel runs on this processor (detected once).
-pub(super) fn available() -> bool {
+pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -48,8 +48,11 @@ pub(super) fn available() -> bool {
 }
 
 /// `c[m×n] = a[m×k] · b[k×n]`, all row-major and contiguous (`c` overwritten). With AVX2 and
-/// FMA the kernel of this file, elsewhere [`super::conv_cpu::matmul`].
-pub(super) fn matmul_short_k(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+/// FMA the kernel of this file, elsewhere [`matmul_packed`].
+///
+/// # Panics
+/// If a slice is shorter than its shape.
+pub fn matmul_short_k(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     assert!(
         a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
         "matmul_short_k: operands shorter than {m}x{k}x{n}"
@@ -59,6 +62,19 @@ pub(super) fn matmul_short_k(m: usize, n: usize, k: usize, a: &[f32], b: &[f32],
         // SAFETY: AVX2 and FMA are present; the assert above covers every index the kernel forms.
         return unsafe { avx2::matmul(m, n, k, a, b, c) };
     }
+    matmul_packed(m, n, k, a, b, c);
+}
+
+/// The same product through the `gemm` crate, which packs both operands first: the path
+/// [`matmul_short_k`] replaces (the CPU convolution's GEMM; for benches and tests).
+///
+/// # Panics
+/// If a slice is shorter than its shape.
+pub fn matmul_packed(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "matmul_packed: operands shorter than {m}x{k}x{n}"
+    );
     super::conv_cpu::matmul(m, n, k, c, false, a, k as isize, 1, b, n as isize, 1);
 }
 
