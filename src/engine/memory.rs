@@ -7,9 +7,11 @@
 //! has the kernel clear it. On the 2-core development machine `perf record` of a ResNet-20 retrain
 //! step put 26% of the time in the kernel's `clear_page_erms` under those page faults.
 //!
-//! [`tune_allocator`] keeps that memory in the process instead: blocks up to 32 MiB (the largest
-//! mmap threshold glibc accepts) come from the heap, the heap is not trimmed below 2 GiB of free
-//! top, and it grows in 64 MiB steps. Peak RSS is unchanged (the live set is what it was; the
+//! [`tune_allocator`] keeps that memory in the process instead: every block comes from the heap
+//! (glibc's `mmap` for large blocks is switched off, `M_MMAP_MAX = 0`; before that, blocks up to
+//! 32 MiB, the largest mmap threshold glibc accepts, did and larger ones were still mapped and
+//! unmapped every step), the heap is not trimmed below 2 GiB of free top, and it grows in 64 MiB
+//! steps. Peak RSS is unchanged (the live set is what it was; the
 //! heap is simply not given back between steps). It changes no value: the allocator decides only
 //! where memory lives.
 //!
@@ -25,6 +27,10 @@ pub const MMAP_THRESHOLD: usize = 32 << 20;
 pub const TRIM_THRESHOLD: usize = i32::MAX as usize;
 /// Extra memory the heap grows by when it must grow.
 pub const TOP_PAD: usize = 64 << 20;
+/// Most blocks glibc may serve with `mmap` at once: none, so blocks above [`MMAP_THRESHOLD`]
+/// come from the heap too (a ResNet-18 batch-32 step maps, faults in, clears and unmaps its
+/// 100 MB stem activations and their gradients otherwise: decisions F9).
+pub const MMAP_MAX: usize = 0;
 
 // mallopt takes a C int, and glibc refuses an mmap threshold above 32 MiB.
 const _: () = assert!(TRIM_THRESHOLD <= i32::MAX as usize);
@@ -82,6 +88,7 @@ fn apply() -> AllocatorTuning {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int) == 1
             && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD as libc::c_int) == 1
             && libc::mallopt(libc::M_TOP_PAD, TOP_PAD as libc::c_int) == 1
+            && libc::mallopt(libc::M_MMAP_MAX, MMAP_MAX as libc::c_int) == 1
     };
     if ok {
         AllocatorTuning::Applied
