@@ -166,6 +166,9 @@ def main():
                     help="'idle': others use less than this fraction of all CPUs")
     ap.add_argument("--retry-busy", type=int, default=1,
                     help="measure again (this many times at most) when the machine was busy meanwhile")
+    ap.add_argument("--pairs", type=int, default=1,
+                    help="measure each row this many times, ours and PyTorch alternating (ours first in odd "
+                         "pairs, PyTorch first in even ones); the row's ratio is the median of the pairs' ratios")
     ap.add_argument("--out", default=os.path.join(HERE, f"results-{datetime.date.today().isoformat()}.json"))
     args = ap.parse_args()
 
@@ -202,23 +205,38 @@ def main():
                 base.pop(k, None)
             common = ["--iters", str(args.iters), "--warmup", str(args.warmup), "--json"]
 
-            env = dict(base, RAYON_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t))
-            ours = measure_quiet(args, "ours", [edmips, "bench", "step", "-a", config, "-b", str(batch)] + common, env)
-
-            env = dict(base, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t), PYTHONWARNINGS="ignore")
-            theirs = measure_quiet(args, "torch", [args.python, torch_py, "bench", "-a", config, "-b", str(batch),
-                                                   "--threads", str(t)] + common, env)
+            ours_env = dict(base, RAYON_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t))
+            ours_cmd = [edmips, "bench", "step", "-a", config, "-b", str(batch)] + common
+            torch_env = dict(base, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t), PYTHONWARNINGS="ignore")
+            torch_cmd = [args.python, torch_py, "bench", "-a", config, "-b", str(batch), "--threads", str(t)] + common
+            pairs = []
+            for k in range(max(1, args.pairs)):
+                if k % 2 == 0:
+                    ours = measure_quiet(args, "ours", ours_cmd, ours_env)
+                    theirs = measure_quiet(args, "torch", torch_cmd, torch_env)
+                else:
+                    theirs = measure_quiet(args, "torch", torch_cmd, torch_env)
+                    ours = measure_quiet(args, "ours", ours_cmd, ours_env)
+                pairs.append((ours, theirs))
+            # The pair whose ratio is the median (the lower middle one for an even count) stands
+            # for the row; every pair is kept.
+            by_ratio = sorted(pairs, key=lambda p: p[0]["median_ms"] / p[1]["median_ms"])
+            ours, theirs = by_ratio[(len(by_ratio) - 1) // 2]
 
             row = {
                 "label": label, "config": config, "batch": batch, "input": size, "threads": t,
                 "ours": ours, "torch": theirs,
                 "time_ratio": ours["median_ms"] / theirs["median_ms"],
                 "rss_ratio": ours["peak_rss_kib"] / theirs["peak_rss_kib"],
+                "pair_ratios": [o["median_ms"] / p["median_ms"] for o, p in pairs],
+                "pairs": [{"ours": o, "torch": p} for o, p in pairs] if len(pairs) > 1 else [],
             }
             results.append(row)
             print(f"  -> ours {ours['median_ms']:.1f} ms, torch {theirs['median_ms']:.1f} ms, "
                   f"ratio {row['time_ratio']:.2f}; RSS {ours['peak_rss_kib'] / 1024:.0f} / "
-                  f"{theirs['peak_rss_kib'] / 1024:.0f} MiB", flush=True)
+                  f"{theirs['peak_rss_kib'] / 1024:.0f} MiB"
+                  + (f"; pair ratios {' '.join(f'{x:.2f}' for x in row['pair_ratios'])}" if len(pairs) > 1 else ""),
+                  flush=True)
 
     print()
     head = (f"{'row':<18} {'T':>2} {'ours ms':>10} {'torch ms':>10} {'ours/torch':>10} "
@@ -231,6 +249,10 @@ def main():
         print(f"{r['label']:<18} {r['threads']:>2} {o['median_ms']:>10.1f} {p['median_ms']:>10.1f} "
               f"{r['time_ratio']:>10.2f} {o['peak_rss_kib'] / 1024:>7.0f}Mi {p['peak_rss_kib'] / 1024:>7.0f}Mi "
               f"{p.get('import_rss_kib', 0) / 1024:>7.0f}Mi {r['rss_ratio']:>9.2f} {foreign:>8.0f}%")
+    if args.pairs > 1:
+        print(f"each row: the median pair of {args.pairs} (ours and PyTorch alternating); pair ratios:")
+        for r in results:
+            print(f"  {r['label']:<18} T{r['threads']}: {' '.join(f'{x:.2f}' for x in r['pair_ratios'])}")
     print("times: median of", args.iters, "steps after", args.warmup, "warm-up; RSS: peak of the whole process;",
           "(import): torch's RSS right after import, part of its peak;",
           "foreign%: the largest share of all CPUs used by other processes during the two runs")
@@ -245,7 +267,7 @@ def main():
         "torch": results[0]["torch"].get("torch") if results else None,
         "torch_cuda_build": results[0]["torch"].get("torch_cuda_build") if results else None,
         "iters": args.iters, "warmup": args.warmup, "threads": threads,
-        "t1_only_small": args.t1_only_small,
+        "t1_only_small": args.t1_only_small, "pairs": args.pairs,
     }
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": results}, f, indent=1)
