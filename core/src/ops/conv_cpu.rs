@@ -374,20 +374,50 @@ pub(super) fn matmul(
     {
         return;
     }
-    // SAFETY: the caller's shapes and strides address only elements inside the slices.
+    // SAFETY: the caller's shapes and strides address only elements inside the slices, and
+    // `dst` is borrowed mutably for the call.
+    unsafe {
+        gemm_call(m, n, k, dst.as_mut_ptr(), n as isize, accumulate, a.as_ptr(), a_rs, a_cs, b.as_ptr(), b_rs, b_cs)
+    }
+}
+
+/// One single-threaded `gemm` crate product: row-major `dst[m×n]` (row stride `dst_rs`)
+/// `= (accumulate ? dst : 0) + a[m×k] · b[k×n]`, `a` and `b` given by their row and column
+/// strides. The one place the convolution calls the `gemm` crate ([`matmul`], and the tiles of
+/// the batched products).
+///
+/// # Safety
+/// Every element the shapes and strides address lies inside the allocation behind its pointer,
+/// and no other thread reads or writes `dst`'s elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_call(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    accumulate: bool,
+    a: *const f32,
+    a_rs: isize,
+    a_cs: isize,
+    b: *const f32,
+    b_rs: isize,
+    b_cs: isize,
+) {
+    // SAFETY: the caller's contract.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            dst_rs,
             accumulate,
-            a.as_ptr(),
+            a,
             a_cs,
             a_rs,
-            b.as_ptr(),
+            b,
             b_cs,
             b_rs,
             1.0f32,

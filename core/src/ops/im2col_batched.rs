@@ -16,10 +16,9 @@
 //! shapes only, and each tile sums its whole `K` in one product, so results do not depend on the
 //! thread count. The weight gradient needs no sample groups and no partial sums.
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::conv_cpu::{valid_cols, Geom};
+use super::conv_cpu::{gemm_call, valid_cols, Geom};
 
 /// The batched path takes a layer whose kernel (`O × C·kh·kw`) is at least this many times one
 /// sample's column block (`C·kh·kw × H'W'`), i.e. `O ≥ 4 · H'W'`: there the per-sample GEMMs
@@ -261,7 +260,7 @@ unsafe impl Sync for TilePtr {}
 
 /// Row-major `dst[m×n] = (accumulate ? dst : 0) + a[m×k] · b[k×n]` (`a` and `b` strided), as tiles of at
 /// most [`TILE_M`] rows and [`TILE_N`] columns run in parallel. The tiling depends on the
-/// shapes only and every tile sums its whole `K` in one `gemm` call, so each element's
+/// shapes only and every tile sums its whole `K` in one `gemm` crate call ([`gemm_call`]), so each element's
 /// summation is the same on any number of threads.
 #[allow(clippy::too_many_arguments)]
 fn matmul_tiled(
@@ -295,26 +294,19 @@ fn matmul_tiled(
         // `b`; the tile writes rows `r0..r0+rows`, columns `c0..c0+cols` of `dst`, a block no
         // other tile touches.
         unsafe {
-            gemm::gemm(
+            gemm_call(
                 rows,
                 cols,
                 k,
                 out.at(r0 * n + c0),
-                1,
                 n as isize,
                 accumulate,
                 a.as_ptr().offset(r0 as isize * a_rs),
-                a_cs,
                 a_rs,
+                a_cs,
                 b.as_ptr().offset(c0 as isize * b_cs),
-                b_cs,
                 b_rs,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                Parallelism::None,
+                b_cs,
             )
         }
     });
