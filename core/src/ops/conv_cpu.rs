@@ -99,11 +99,12 @@ impl Geom {
 pub enum ConvAlgo {
     /// Winograd F(2×2, 3×3) ([`super::winograd`]) for the 3×3 stride-1 padding-1 layers where it
     /// was measured to pay (planes at least 11 wide, at least 32 input channels), im2col + GEMM for
-    /// every other layer (what [`conv2d_cpu`] uses; decisions F12).
+    /// every other layer, batched over the samples where the plane is small against the channels
+    /// (what [`conv2d_cpu`] uses; decisions F12, F16).
     #[default]
     Auto,
     /// im2col + GEMM for every geometry (the path Winograd replaces; for tests and benches),
-    /// small planes with many channels batched ([`im2col_batched`], F16).
+    /// small planes with many channels batched over the samples (`im2col_batched.rs`, F16).
     Im2col,
     /// im2col + one GEMM per sample for every geometry, never batched (the path the batched
     /// products replace, F16; for tests and benches).
