@@ -67,7 +67,7 @@ pub struct ParamInfo {
 }
 
 /// Typed plugin parameters that can describe themselves: implemented by
-/// [`plugin_params!`](crate::plugin_params), the one place a plugin writes each parameter's
+/// [`plugin_params!`](macro@crate::plugin_params), the one place a plugin writes each parameter's
 /// name, type, default and doc.
 pub trait DescribeParams: Serialize + DeserializeOwned + Default {
     /// Every parameter, in declaration order.

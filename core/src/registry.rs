@@ -280,7 +280,7 @@ pub fn list(kind: PluginKind) -> Result<Vec<EntryInfo>> {
 }
 
 /// Registers a [`Quantizer`]. Fields: `id`, `summary`, then optionally `params: T` (the
-/// plugin's typed parameters, defined with [`plugin_params!`](crate::plugin_params): the
+/// plugin's typed parameters, defined with [`plugin_params!`](macro@crate::plugin_params): the
 /// registry merges tables over their defaults and `edmips list` shows each parameter's type,
 /// default and doc; read them with [`parse_params`](crate::parse_params)) or `defaults`
 /// (a `fn() -> Table`), then `build` (a `fn(&Table) -> Result<Box<dyn Quantizer>>`).

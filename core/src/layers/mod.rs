@@ -2,7 +2,7 @@
 //! [`FixedConv`] (decisions.md R3) and the plain full-precision [`Conv`], and the learnable
 //! quantizer parameters a quantized layer owns ([`LearnedState`]).
 //!
-//! Each layer checks its input against the [`LayerInfo`](crate::LayerInfo) the builder
+//! Each layer checks its input against the [`LayerInfo`] the builder
 //! inferred, so a wrong input size is an error naming the layer, not a silent mismatch.
 
 mod conv;

@@ -30,7 +30,7 @@ pub fn kernel_sources() -> Vec<&'static KernelSource> {
 /// Registers a CUDA source so the NVRTC check test compiles it. Two forms:
 ///
 /// * `register_kernel_source!(MyElementQuantizer);`: the mixture kernels of an
-///   [`ElementQuantizer`] type;
+///   [`ElementQuantizer`](super::mixture::ElementQuantizer) type;
 /// * `register_kernel_source!(name: "module", source: a_fn_returning_string);`: any other
 ///   kernel source (the pooling kernels use this).
 #[macro_export]

@@ -23,7 +23,7 @@
 //! * [`consts`]: small constant tensors built once per device (no host-to-device copy per
 //!   layer per step).
 //! * [`kernels`]: the registry of CUDA sources (`.cu` files beside their ops) and the
-//!   constants they share with Rust; [`cuda`]: NVRTC plumbing (`cuda` feature).
+//!   constants they share with Rust; `cuda`: NVRTC plumbing (`cuda` feature).
 //!
 //! Channel concatenation is candle's `Tensor::cat` (it has a backward), and global average
 //! pooling is candle's `mean_keepdim`.

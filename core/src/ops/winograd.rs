@@ -15,7 +15,7 @@
 //!   then `dW = Gᵀ dU G` per kernel.
 //!
 //! The tiles of whole samples are processed in chunks whose size depends on the shapes only
-//! ([`Wino::samples_per_chunk`]); the weight gradient sums its chunks in groups fixed by the
+//! (`Wino::samples_per_chunk`); the weight gradient sums its chunks in groups fixed by the
 //! shapes and adds the groups in order, so every result is independent of the thread count.
 //!
 //! Each input plane is first copied into a zero-padded, column-deinterleaved buffer (even and
