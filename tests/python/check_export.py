@@ -2,12 +2,19 @@
 """Independent checks of edmips's exported models (called by tests/export_onnx.rs).
 
   check_export.py run    --qonnx F --onnx F --input X.npy --logits Y.npy [--tol 1e-4]
+                         [--tie-steps 1e-4] [--max-tie-images 1]
   check_export.py shapes --qonnx F --onnx F --expect SHAPES.json
 
 `run`: onnx.checker on both files; the plain ONNX file through onnxruntime and the QONNX file
 through qonnx's executor (`qonnx.core.onnx_exec.execute_onnx` on a `ModelWrapper`), on the
 batch X (edmips's normalised images); both outputs against edmips's own eval-mode logits Y
-(max abs difference <= tol, identical top-1); every weight Quant node's integer levels (and the
+(max abs difference <= tol, identical top-1; one image beyond tol (--max-tie-images) passes
+when one of its activations lies within --tie-steps of a rounding tie, where two correct
+implementations that sum a convolution in different orders may round to either side, see
+`tie_distances`: with ~10^5 activations an image, some activation is that close to a tie by
+chance fairly often, so what bounds this is that every other image must agree within tol, as a
+wrong scale, zero point or rounding mode would not); every weight Quant node's integer levels
+(and the
 plain file's quantized weights against the grid its metadata states) within the layer's 2^b,
 and qonnx's integer datatype of every Quant node (UINTb unsigned, INTb signed, BINARY at 1 bit).
 
@@ -58,6 +65,29 @@ def check_levels(values, scale, zero, bits, signed, narrow, what, failures):
     return distinct.size
 
 
+def tie_distances(wrapped, x, inits):
+    """Per image, the smallest distance, in quantization steps, between the input of any
+    activation Quant node (qonnx's full execution context) and a rounding tie (a half-integer
+    level inside the node's integer range). A distance near 0 means that the image's result
+    depends on the last bits of a sum: edmips and onnxruntime add a convolution's terms in
+    different orders, so each may round that activation to a different side, and both are
+    right to within f32 rounding."""
+    ctx = execute_onnx(wrapped, {"input": x}, return_full_exec_context=True)
+    best = np.full(x.shape[0], np.inf)
+    for node in wrapped.model.graph.node:
+        if node.op_type != "Quant" or node.input[0] in inits:
+            continue
+        scale, zero, bits = (float(inits[i]) for i in node.input[1:4])
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        lo, hi = int_range(int(bits), bool(attrs["signed"]), bool(attrs["narrow"]))
+        t = ctx[node.input[0]].astype(np.float64) / scale + zero
+        t = t.reshape(t.shape[0], -1)
+        dist = np.abs(np.abs(t - np.floor(t)) - 0.5)
+        dist[(t < lo) | (t > hi)] = np.inf  # beyond the range a tie is clamped away
+        best = np.minimum(best, dist.min(axis=1))
+    return best
+
+
 def check_run(args):
     failures = []
     result = {}
@@ -85,16 +115,30 @@ def check_run(args):
     # QONNX: qonnx's own executor (Quant in numpy, standard nodes one by one in onnxruntime).
     wrapped = ModelWrapper(args.qonnx)
     outs["qonnx"] = execute_onnx(wrapped, {"input": x})["logits"]
+    ties = None
     for name, y in outs.items():
         if y.shape != ref.shape:
             failures.append(f"{name}: logits shape {y.shape}, edmips {ref.shape}")
             continue
-        diff = float(np.max(np.abs(y.astype(np.float64) - ref.astype(np.float64))))
+        per_image = np.max(np.abs(y.astype(np.float64) - ref.astype(np.float64)), axis=1)
+        diff = float(np.max(per_image))
         same_top1 = bool(np.array_equal(np.argmax(y, axis=1), np.argmax(ref, axis=1)))
         result[name] = {"max_abs_diff": diff, "top1_identical": same_top1}
         asserted = name != "onnx_optimised"
-        if asserted and diff > args.tol:
-            failures.append(f"{name}: max abs logit difference {diff:.3g} > {args.tol:g}")
+        beyond = np.flatnonzero(per_image > args.tol)
+        if asserted and beyond.size:
+            if ties is None:
+                ties = tie_distances(ModelWrapper(args.qonnx), x, {t.name: onnx.numpy_helper.to_array(t)
+                                                                    for t in q_model.graph.initializer})
+            explained = bool(np.all(ties[beyond] <= args.tie_steps)) and beyond.size <= args.max_tie_images
+            result[name]["beyond_tol"] = {"images": beyond.tolist(),
+                                          "tie_distance_steps": [float(ties[i]) for i in beyond],
+                                          "within_tol_elsewhere": float(np.max(np.delete(per_image, beyond), initial=0.0)),
+                                          "explained_by_ties": explained}
+            if not explained:
+                failures.append(f"{name}: max abs logit difference {diff:.3g} > {args.tol:g} on images "
+                                f"{beyond.tolist()}, not all explained by a rounding tie (distances "
+                                f"{[round(float(ties[i]), 6) for i in beyond]} steps)")
         if asserted and not same_top1:
             failures.append(f"{name}: top-1 predictions differ from edmips's")
 
@@ -194,6 +238,10 @@ def main():
     p.add_argument("--logits")
     p.add_argument("--expect")
     p.add_argument("--tol", type=float, default=1e-4)
+    p.add_argument("--tie-steps", type=float, default=1e-5,
+                   help="an activation this close to a rounding tie (in steps) explains an image beyond --tol")
+    p.add_argument("--max-tie-images", type=int, default=1,
+                   help="at most this many images may be explained by ties")
     args = p.parse_args()
     result, failures = check_run(args) if args.mode == "run" else check_shapes(args)
     result["failures"] = failures
