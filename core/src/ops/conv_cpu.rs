@@ -191,37 +191,47 @@ pub(super) fn valid_cols(g: &Geom, j: usize) -> (usize, usize) {
 /// they are zero already, which holds for a zero-initialised buffer that only `im2col` of
 /// this geometry has written to (the padded positions depend on the geometry alone).
 fn im2col(g: &Geom, x: &[f32], cols: &mut [f32], padding_zeroed: bool) {
-    let (hw, s) = (g.hw_out(), g.stride);
+    let (hw, plane) = (g.hw_out(), g.h * g.w);
     for j in 0..g.kw {
-        let (lo, hi) = valid_cols(g, j);
-        // First input column read by output column `lo` (0 when the range is empty).
-        let x0 = (lo * s + j).saturating_sub(g.pad[2]);
         for c in 0..g.c {
             for i in 0..g.kh {
                 let row = &mut cols[((c * g.kh + i) * g.kw + j) * hw..][..hw];
-                for oy in 0..g.oh {
-                    let iy = (oy * s + i) as isize - g.pad[0] as isize;
-                    let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                    if iy < 0 || iy >= g.h as isize || lo == hi {
-                        if !padding_zeroed {
-                            dst.fill(0.0);
-                        }
-                        continue;
-                    }
-                    if !padding_zeroed {
-                        dst[..lo].fill(0.0);
-                        dst[hi..].fill(0.0);
-                    }
-                    let src = &x[(c * g.h + iy as usize) * g.w..][..g.w];
-                    let mid = &mut dst[lo..hi];
-                    if s == 1 {
-                        mid.copy_from_slice(&src[x0..x0 + mid.len()]);
-                    } else {
-                        for (k, d) in mid.iter_mut().enumerate() {
-                            *d = src[x0 + k * s];
-                        }
-                    }
-                }
+                im2col_row(g, &x[c * plane..][..plane], i, j, row, padding_zeroed);
+            }
+        }
+    }
+}
+
+/// One im2col row of one sample: kernel tap `(i, j)` over the input plane `xp` (`h × w`, one
+/// channel), `dst[oy·ow + ox] = xp[oy·s + i - pt][ox·s + j - pl]` (`H'W'` values), zero where the
+/// window reads the padding (those zeros not written when `padding_zeroed`). Each output row is
+/// split once into its zero edges and its valid middle, a contiguous copy at stride 1 and a
+/// strided gather otherwise. Shared by [`im2col`] and the batched products' `im2col`.
+#[inline(always)]
+pub(super) fn im2col_row(g: &Geom, xp: &[f32], i: usize, j: usize, dst: &mut [f32], padding_zeroed: bool) {
+    let s = g.stride;
+    let (lo, hi) = valid_cols(g, j);
+    // First input column read by output column `lo` (0 when the range is empty).
+    let x0 = (lo * s + j).saturating_sub(g.pad[2]);
+    for (oy, d) in dst[..g.hw_out()].chunks_exact_mut(g.ow).enumerate() {
+        let iy = (oy * s + i) as isize - g.pad[0] as isize;
+        if iy < 0 || iy >= g.h as isize || lo == hi {
+            if !padding_zeroed {
+                d.fill(0.0);
+            }
+            continue;
+        }
+        if !padding_zeroed {
+            d[..lo].fill(0.0);
+            d[hi..].fill(0.0);
+        }
+        let src = &xp[iy as usize * g.w..][..g.w];
+        let mid = &mut d[lo..hi];
+        if s == 1 {
+            mid.copy_from_slice(&src[x0..x0 + mid.len()]);
+        } else {
+            for (k, v) in mid.iter_mut().enumerate() {
+                *v = src[x0 + k * s];
             }
         }
     }
@@ -230,33 +240,42 @@ fn im2col(g: &Geom, x: &[f32], cols: &mut [f32], padding_zeroed: bool) {
 /// The adjoint of [`im2col`]: `dx[c][iy][ix] += Σ dcols[...]` over the windows that read it,
 /// into a `dx` the caller has zeroed (the backward's output starts zeroed: no second fill).
 fn col2im(g: &Geom, dcols: &[f32], dx: &mut [f32]) {
-    let (hw, s) = (g.hw_out(), g.stride);
+    let (hw, plane) = (g.hw_out(), g.h * g.w);
     for c in 0..g.c {
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let (lo, hi) = valid_cols(g, j);
-                if lo == hi {
-                    continue;
-                }
-                let x0 = lo * s + j - g.pad[2];
                 let row = &dcols[((c * g.kh + i) * g.kw + j) * hw..][..hw];
-                for oy in 0..g.oh {
-                    let iy = (oy * s + i) as isize - g.pad[0] as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let dst = &mut dx[(c * g.h + iy as usize) * g.w..][..g.w];
-                    let mid = &row[oy * g.ow + lo..oy * g.ow + hi];
-                    if s == 1 {
-                        for (d, &v) in dst[x0..x0 + mid.len()].iter_mut().zip(mid) {
-                            *d += v;
-                        }
-                    } else {
-                        for (k, &v) in mid.iter().enumerate() {
-                            dst[x0 + k * s] += v;
-                        }
-                    }
-                }
+                col2im_row(g, row, i, j, &mut dx[c * plane..][..plane]);
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_row`]: `xp[iy][ix] += row[...]` for kernel tap `(i, j)` into one
+/// input plane's gradient (`h × w`), over the output rows in order. Shared by [`col2im`] and the
+/// batched products' `col2im`.
+#[inline(always)]
+pub(super) fn col2im_row(g: &Geom, row: &[f32], i: usize, j: usize, xp: &mut [f32]) {
+    let s = g.stride;
+    let (lo, hi) = valid_cols(g, j);
+    if lo == hi {
+        return;
+    }
+    let x0 = lo * s + j - g.pad[2];
+    for oy in 0..g.oh {
+        let iy = (oy * s + i) as isize - g.pad[0] as isize;
+        if iy < 0 || iy >= g.h as isize {
+            continue;
+        }
+        let dst = &mut xp[iy as usize * g.w..][..g.w];
+        let mid = &row[oy * g.ow + lo..oy * g.ow + hi];
+        if s == 1 {
+            for (d, &v) in dst[x0..x0 + mid.len()].iter_mut().zip(mid) {
+                *d += v;
+            }
+        } else {
+            for (k, &v) in mid.iter().enumerate() {
+                dst[x0 + k * s] += v;
             }
         }
     }

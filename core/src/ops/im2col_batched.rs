@@ -1,24 +1,25 @@
-//! The im2col convolution of small planes with the whole batch in each product (decisions F16).
+//! The im2col convolution of small planes with many channels, the whole batch in each product
+//! (decisions F16).
 //!
-//! [`super::conv_cpu`]'s im2col path runs one GEMM per sample. Where a sample's output plane is
-//! small (ResNet-18's 7×7 and 14×14 layers, ResNet-20's 8×8 and 16×16 ones, the strided
-//! layers into them) those products are thin (`N` = 49 or 64 columns) and the GEMM spends its
-//! time packing the kernel and loading and storing its tiles: the 512-channel 7×7 layers of a
-//! ResNet-18 batch-8 step ran at 85-145 GFLOP/s where the same GEMM reaches about twice that on
-//! wide operands. Here the columns of every sample sit side by side, so each direction is one
-//! product with `N` (or `K`) = `batch · H'W'`:
+//! [`super::conv_cpu`]'s im2col path runs one GEMM per sample. Where the kernel (`O × C·kh·kw`)
+//! is at least four times one sample's column block (`O ≥ 4 · H'W'`: ResNet-18's 512-channel
+//! 7×7 layers and the strided convs into them) those products are thin (`N` = 49 columns) and
+//! each one packs the whole kernel (9.4 MB) again. Here the columns of every sample sit side by
+//! side, so each direction is one product with `N` (or `K`) = `batch · H'W'`:
 //!
 //! * forward: `Y[o, n·hw] = W[o, ck] · cols[ck, n·hw]`, then `Y` back to `[n, o, hw]`;
 //! * input gradient: `dcols[ck, n·hw] = Wᵀ · dY[o, n·hw]`, then `col2im` per plane;
 //! * weight gradient: `dW[o, ck] = dY[o, n·hw] · colsᵀ`, the whole batch in `K`.
 //!
-//! The products run in tiles of at most [`TILE_M`] × [`TILE_N`] whose sizes depend on the
-//! shapes only, and each tile sums its whole `K` in one product, so results do not depend on the
-//! thread count. The weight gradient needs no sample groups and no partial sums.
+//! The batch is cut into chunks of whole samples whose columns stay under 32 MiB (one chunk up to
+//! large batches). The products run in tiles of at most [`TILE_M`] × [`TILE_N`] whose sizes
+//! depend on the shapes only, and each tile sums its whole `K` in one product; `dW` adds the
+//! chunks in order; so results do not depend on the thread count. Where the kernel is small
+//! against the plane (ResNet-20's 8×8 layers) the per-sample products were faster and stay.
 
 use rayon::prelude::*;
 
-use super::conv_cpu::{gemm_call, valid_cols, Geom};
+use super::conv_cpu::{col2im_row, gemm_call, im2col_row, Geom};
 
 /// The batched path takes a layer whose kernel (`O × C·kh·kw`) is at least this many times one
 /// sample's column block (`C·kh·kw × H'W'`), i.e. `O ≥ 4 · H'W'`: there the per-sample GEMMs
@@ -150,35 +151,15 @@ fn weight_grad(g: &Geom, x: &[f32], gyt: &[f32], dw: &mut [f32], accumulate: boo
 /// `ck × n·hw`, every element written (zero where the window reads the padding). Rows are
 /// independent, so they are filled in parallel.
 fn im2col_all(g: &Geom, x: &[f32]) -> candle_core::Result<Vec<f32>> {
-    let (hw, nn, s) = (g.hw_out(), g.n * g.hw_out(), g.stride);
+    let (hw, nn) = (g.hw_out(), g.n * g.hw_out());
     let (plane, chw) = (g.h * g.w, g.c * g.h * g.w);
-    // SAFETY: every row below writes each of its `n · hw` elements: zero edges, copied middle.
+    // SAFETY: every row below writes each of its `n · hw` elements (`im2col_row` without
+    // `padding_zeroed` writes its zeros too).
     let mut cols = unsafe { super::output_buffer(g.ck() * nn)? };
     cols.par_chunks_mut(nn).enumerate().for_each(|(r, row)| {
         let (j, i, c) = (r % g.kw, (r / g.kw) % g.kh, r / (g.kw * g.kh));
-        let (lo, hi) = valid_cols(g, j);
-        // First input column read by output column `lo` (0 when the range is empty).
-        let x0 = (lo * s + j).saturating_sub(g.pad[2]);
         for (b, sample) in row.chunks_exact_mut(hw).enumerate() {
-            let xp = &x[b * chw + c * plane..][..plane];
-            for (oy, dst) in sample.chunks_exact_mut(g.ow).enumerate() {
-                let iy = (oy * s + i) as isize - g.pad[0] as isize;
-                if iy < 0 || iy >= g.h as isize || lo == hi {
-                    dst.fill(0.0);
-                    continue;
-                }
-                dst[..lo].fill(0.0);
-                dst[hi..].fill(0.0);
-                let src = &xp[iy as usize * g.w..][..g.w];
-                let mid = &mut dst[lo..hi];
-                if s == 1 {
-                    mid.copy_from_slice(&src[x0..x0 + mid.len()]);
-                } else {
-                    for (k, d) in mid.iter_mut().enumerate() {
-                        *d = src[x0 + k * s];
-                    }
-                }
-            }
+            im2col_row(g, &x[b * chw + c * plane..][..plane], i, j, sample, false);
         }
     });
     Ok(cols)
@@ -188,35 +169,13 @@ fn im2col_all(g: &Geom, x: &[f32]) -> candle_core::Result<Vec<f32>> {
 /// it, one input plane at a time (in parallel), each zeroed first and accumulated in the
 /// `(i, j, oy)` order of the per-sample `col2im`.
 fn col2im_all(g: &Geom, dcols: &[f32], dx: &mut [f32]) {
-    let (hw, nn, s) = (g.hw_out(), g.n * g.hw_out(), g.stride);
+    let (hw, nn) = (g.hw_out(), g.n * g.hw_out());
     dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(bc, plane)| {
         let (b, c) = (bc / g.c, bc % g.c);
         plane.fill(0.0);
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let (lo, hi) = valid_cols(g, j);
-                if lo == hi {
-                    continue;
-                }
-                let x0 = lo * s + j - g.pad[2];
-                let row = &dcols[((c * g.kh + i) * g.kw + j) * nn + b * hw..][..hw];
-                for oy in 0..g.oh {
-                    let iy = (oy * s + i) as isize - g.pad[0] as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let dst = &mut plane[iy as usize * g.w..][..g.w];
-                    let mid = &row[oy * g.ow + lo..oy * g.ow + hi];
-                    if s == 1 {
-                        for (d, &v) in dst[x0..x0 + mid.len()].iter_mut().zip(mid) {
-                            *d += v;
-                        }
-                    } else {
-                        for (k, &v) in mid.iter().enumerate() {
-                            dst[x0 + k * s] += v;
-                        }
-                    }
-                }
+                col2im_row(g, &dcols[((c * g.kh + i) * g.kw + j) * nn + b * hw..][..hw], i, j, plane);
             }
         }
     });
