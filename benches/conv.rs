@@ -36,6 +36,7 @@ fn conv(c: &mut Criterion) {
         ("r18-512ch-7x7-b8", [8, 512, 7, 7], 512, 3, 1, 1),
         ("1x1-64to256-56x56-b8", [8, 64, 56, 56], 256, 1, 1, 0),
         ("r18-256to512-s2-14x14-b8", [8, 256, 14, 14], 512, 3, 2, 1),
+        ("r18-stem-7x7-s2-224-b8", [8, 3, 224, 224], 64, 7, 2, 3),
     ];
     for (name, [n, ci, h, w], co, k, stride, pad) in cases {
         let x = Var::from_vec(det_fill(n * ci * h * w, 1, 1.0), (n, ci, h, w), &dev).unwrap();
@@ -49,10 +50,12 @@ fn conv(c: &mut Criterion) {
         });
         // The batched products take a plane of fewer than a quarter as many pixels as channels.
         let batched = co >= 4 * out * out;
+        // The forward runs in bands of output rows where one sample's columns pass 4 MiB (the stem).
+        let banded = co >= 64 && k > 1 && ci * k * k * out * out * 4 > 4 << 20;
         let algos = [
             ("ours-im2col", ConvAlgo::Im2col, k == 3 && stride == 1),
             ("ours-winograd", ConvAlgo::Winograd, k == 3 && stride == 1),
-            ("ours-im2col-per-sample", ConvAlgo::Im2colPerSample, batched),
+            ("ours-im2col-per-sample", ConvAlgo::Im2colPerSample, batched || banded),
         ];
         for (label, algo, _) in algos.into_iter().filter(|a| a.2) {
             group.bench_function(format!("{label}/{name}"), |b| {

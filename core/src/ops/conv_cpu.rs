@@ -43,6 +43,16 @@ fn dw_groups(n: usize, ck: usize, o: usize) -> usize {
 /// 0.87 → 0.75 ms; o=64, ck=576, hw=64 0.73 → 0.95 ms (slower, hence the bound).
 const TRANSPOSED_FWD_BELOW_O: usize = 64;
 
+/// Column bytes one band of the banded forward aims at ([`Geom::band_rows`]), against a 1 MiB
+/// L2 cache per core on the development machines.
+const BAND_BYTES: usize = 256 * 1024;
+/// One sample's im2col columns above which the forward runs in bands ([`Geom::band_rows`]):
+/// ResNet-18's 7×7 stem (7.4 MB at 224²); its strided 3×3 layers (0.9-1.8 MB) were slower in
+/// bands (their bands are thin products).
+const BAND_ABOVE_BYTES: usize = 4 << 20;
+/// Fewest output columns (`rows · W'`) a band takes: a band is one GEMM's `N`.
+const BAND_MIN_COLS: usize = 512;
+
 /// Geometry of one convolution.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Geom {
@@ -81,6 +91,16 @@ impl Geom {
             vec![0f32; self.ck() * self.hw_out()]
         }
     }
+    /// Output rows per band of the banded forward ([`forward_im2col_bands`]), or `None` where one
+    /// sample's columns are at most [`BAND_ABOVE_BYTES`] (or the forward is pointwise or
+    /// transposed): as many rows as keep a band's columns within [`BAND_BYTES`], but at least
+    /// [`BAND_MIN_COLS`] columns (ResNet-18's stem: 5 rows of 112).
+    fn band_rows(&self) -> Option<usize> {
+        let row_bytes = self.ck() * self.ow * std::mem::size_of::<f32>();
+        let banded = !self.pointwise() && self.o >= TRANSPOSED_FWD_BELOW_O && row_bytes * self.oh > BAND_ABOVE_BYTES;
+        banded.then(|| (BAND_BYTES / row_bytes.max(1)).max(BAND_MIN_COLS.div_ceil(self.ow)).max(1))
+    }
+
     /// The GEMM operand `cols[ck, hw]` of one sample `xb`: `xb` itself for a pointwise conv,
     /// else `im2col` into `buf` (from [`Self::cols_buffer`], only ever written by this geometry's
     /// `im2col`, so its padding is still zero).
@@ -106,8 +126,9 @@ pub enum ConvAlgo {
     /// im2col + GEMM for every geometry (the path Winograd replaces; for tests and benches),
     /// small planes with many channels batched over the samples (`im2col_batched.rs`, F16).
     Im2col,
-    /// im2col + one GEMM per sample for every geometry, never batched (the path the batched
-    /// products replace, F16; for tests and benches).
+    /// im2col + one GEMM per sample for every geometry, never batched, each sample's columns
+    /// built whole (the path the batched products and the banded forward replace, F16; for
+    /// tests and benches).
     Im2colPerSample,
     /// Winograd for every 3×3 stride-1 padding-1 layer, whether it pays or not, im2col + GEMM
     /// for the other geometries (for tests and benches). Ignores `EDMIPS_CPU_CONV`.
@@ -209,11 +230,26 @@ fn im2col(g: &Geom, x: &[f32], cols: &mut [f32], padding_zeroed: bool) {
 /// strided gather otherwise. Shared by [`im2col`] and the batched products' `im2col`.
 #[inline(always)]
 pub(super) fn im2col_row(g: &Geom, xp: &[f32], i: usize, j: usize, dst: &mut [f32], padding_zeroed: bool) {
+    im2col_row_band(g, xp, i, j, 0..g.oh, dst, padding_zeroed);
+}
+
+/// [`im2col_row`] for the output rows `oys` only: `dst[(oy - oys.start)·ow + ox]`
+/// (`oys.len() · W'` values).
+#[inline(always)]
+fn im2col_row_band(
+    g: &Geom,
+    xp: &[f32],
+    i: usize,
+    j: usize,
+    oys: std::ops::Range<usize>,
+    dst: &mut [f32],
+    padding_zeroed: bool,
+) {
     let s = g.stride;
     let (lo, hi) = valid_cols(g, j);
     // First input column read by output column `lo` (0 when the range is empty).
     let x0 = (lo * s + j).saturating_sub(g.pad[2]);
-    for (oy, d) in dst[..g.hw_out()].chunks_exact_mut(g.ow).enumerate() {
+    for (oy, d) in oys.clone().zip(dst[..oys.len() * g.ow].chunks_exact_mut(g.ow)) {
         let iy = (oy * s + i) as isize - g.pad[0] as isize;
         if iy < 0 || iy >= g.h as isize || lo == hi {
             if !padding_zeroed {
@@ -470,7 +506,9 @@ impl CustomOp2 for ConvOp {
         let mut y = unsafe { super::output_buffer(g.n * g.o * g.hw_out())? };
         if let Some(wg) = winograd_of(&g, self.algo, Direction::Forward) {
             winograd::forward(&wg, x, w, &mut y);
-        } else if self.algo != ConvAlgo::Im2colPerSample && im2col_batched::applies(&g) {
+        } else if self.algo == ConvAlgo::Im2colPerSample {
+            forward_im2col_whole(&g, x, w, &mut y);
+        } else if im2col_batched::applies(&g) {
             im2col_batched::forward(&g, x, w, &mut y)?;
         } else {
             forward_im2col(&g, x, w, &mut y);
@@ -551,8 +589,17 @@ impl CustomOp3 for ConvBwdOp {
 }
 
 /// `y` (every element written) of `y = conv(x, w)` by im2col and one GEMM per sample, in
-/// parallel over the samples; below [`TRANSPOSED_FWD_BELOW_O`] output channels transposed.
+/// parallel over the samples; below [`TRANSPOSED_FWD_BELOW_O`] output channels transposed,
+/// in bands of output rows where one sample's columns are large ([`Geom::band_rows`]).
 fn forward_im2col(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    match g.band_rows() {
+        Some(rows) => forward_im2col_bands(g, x, w, y, rows),
+        None => forward_im2col_whole(g, x, w, y),
+    }
+}
+
+/// [`forward_im2col`] with each sample's columns built whole.
+fn forward_im2col_whole(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32]) {
     let (ck, hw, chw) = (g.ck(), g.hw_out(), g.c * g.h * g.w);
     y.par_chunks_mut(g.o * hw).enumerate().for_each_init(
         || (g.cols_buffer(), Vec::new()),
@@ -566,6 +613,54 @@ fn forward_im2col(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32]) {
             } else {
                 // y_b[o, hw] = W[o, ck] · cols[ck, hw]
                 matmul(g.o, hw, ck, yb, false, w, ck as isize, 1, cols, hw as isize, 1);
+            }
+        },
+    );
+}
+
+/// [`forward_im2col`] for a layer whose per-sample columns are large ([`Geom::band_rows`]):
+/// each sample's im2col and product run in bands of `rows` output rows, `y_b[o, band] =
+/// W[o, ck] · cols_band[ck, band]`, so the band's columns are written and read while they are in
+/// the core's cache instead of going through memory twice (im2col, then the GEMM's packing).
+/// Each output element is the same length-`ck` dot product as unbanded.
+fn forward_im2col_bands(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32], rows: usize) {
+    let (ck, hw, chw) = (g.ck(), g.hw_out(), g.c * g.h * g.w);
+    let plane = g.h * g.w;
+    y.par_chunks_mut(g.o * hw).enumerate().for_each_init(
+        || vec![0f32; ck * rows * g.ow],
+        |buf, (b, yb)| {
+            let xb = &x[b * chw..][..chw];
+            for oy0 in (0..g.oh).step_by(rows) {
+                let oys = oy0..(oy0 + rows).min(g.oh);
+                let n = oys.len() * g.ow;
+                for j in 0..g.kw {
+                    for c in 0..g.c {
+                        for i in 0..g.kh {
+                            let row = &mut buf[((c * g.kh + i) * g.kw + j) * n..][..n];
+                            im2col_row_band(g, &xb[c * plane..][..plane], i, j, oys.clone(), row, false);
+                        }
+                    }
+                }
+                let dst = &mut yb[oy0 * g.ow..];
+                // SAFETY: `w` is `o × ck`, `buf` holds `ck × n`, and `dst` from row `oy0` of the
+                // `o × hw` plane block `yb` (row stride `hw`) has `(o - 1)·hw + n` elements:
+                // `oy0·ow + n ≤ hw`.
+                unsafe {
+                    gemm_call(
+                        g.o,
+                        n,
+                        ck,
+                        dst.as_mut_ptr(),
+                        hw as isize,
+                        false,
+                        w.as_ptr(),
+                        ck as isize,
+                        1,
+                        buf.as_ptr(),
+                        n as isize,
+                        1,
+                    )
+                }
             }
         },
     );
@@ -967,6 +1062,41 @@ mod tests {
             let mut per_sample = vec![f32::NAN; y.elem_count()];
             forward_im2col(&g, &x, &w, &mut per_sample);
             assert_eq!(flat(&y), per_sample, "{xs:?} {ws:?}");
+        }
+    }
+
+    #[test]
+    fn the_banded_forward_matches_a_direct_f64_convolution_and_the_whole_columns() {
+        // ResNet-18's stem: 7.4 MB of columns per sample, bands of 5 output rows (22 full, one
+        // of 2). Other geometries keep whole columns.
+        let g = geom_of([1, 3, 224, 224], [64, 3, 7, 7], 2, 3);
+        assert_eq!(g.band_rows(), Some(5));
+        for (xs, ws, s, p) in [([8, 64, 56, 56], [128, 64, 3, 3], 2, 1), ([8, 16, 224, 224], [16, 16, 3, 3], 1, 1)] {
+            assert_eq!(geom_of(xs, ws, s, p).band_rows(), None, "{xs:?} {ws:?}");
+        }
+        let x = crate::init::det_fill(3 * 224 * 224, 11, 1.0);
+        let w = crate::init::det_fill(64 * 3 * 49, 12, 0.3);
+        let gy = vec![0f32; 64 * g.hw_out()];
+        let run = |t: usize, banded: bool| {
+            let mut y = vec![f32::NAN; 64 * g.hw_out()];
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+            pool.install(|| {
+                if banded {
+                    forward_im2col(&g, &x, &w, &mut y)
+                } else {
+                    forward_im2col_whole(&g, &x, &w, &mut y)
+                }
+            });
+            y
+        };
+        let ours = run(1, true);
+        assert_eq!(ours, run(3, true), "thread count");
+        let whole = run(1, false);
+        let [(want, mag), ..] = direct_f64(&g, &x, &w, &gy);
+        for (i, ((&a, &b), (v, m))) in ours.iter().zip(&whole).zip(want.iter().zip(&mag)).enumerate() {
+            let tol = 2e-6 * m.max(1e-3);
+            assert!((a as f64 - v).abs() <= tol, "y[{i}] {a} vs f64 {v}");
+            assert!((a - b).abs() as f64 <= 2.0 * tol, "y[{i}] {a} vs whole columns {b}");
         }
     }
 
