@@ -2,7 +2,7 @@
 """Independent checks of edmips's exported models (called by tests/export_onnx.rs).
 
   check_export.py run    --qonnx F --onnx F --input X.npy --logits Y.npy [--tol 1e-4]
-                         [--tie-steps 1e-4] [--max-tie-images 1]
+                         [--tie-steps 1e-5] [--max-tie-images 1]
   check_export.py shapes --qonnx F --onnx F --expect SHAPES.json
 
 `run`: onnx.checker on both files; the plain ONNX file through onnxruntime and the QONNX file
@@ -128,7 +128,7 @@ def check_run(args):
         beyond = np.flatnonzero(per_image > args.tol)
         if asserted and beyond.size:
             if ties is None:
-                ties = tie_distances(ModelWrapper(args.qonnx), x, {t.name: onnx.numpy_helper.to_array(t)
+                ties = tie_distances(wrapped, x, {t.name: onnx.numpy_helper.to_array(t)
                                                                     for t in q_model.graph.initializer})
             explained = bool(np.all(ties[beyond] <= args.tie_steps)) and beyond.size <= args.max_tie_images
             result[name]["beyond_tol"] = {"images": beyond.tolist(),

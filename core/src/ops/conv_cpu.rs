@@ -212,12 +212,18 @@ pub(super) fn valid_cols(g: &Geom, j: usize) -> (usize, usize) {
 /// they are zero already, which holds for a zero-initialised buffer that only `im2col` of
 /// this geometry has written to (the padded positions depend on the geometry alone).
 fn im2col(g: &Geom, x: &[f32], cols: &mut [f32], padding_zeroed: bool) {
-    let (hw, plane) = (g.hw_out(), g.h * g.w);
+    im2col_band(g, x, 0..g.oh, cols, padding_zeroed);
+}
+
+/// [`im2col`] for the output rows `oys` only: `cols[ck, oys.len() · W']` (the banded forward's
+/// band, [`forward_im2col_bands`]).
+fn im2col_band(g: &Geom, x: &[f32], oys: std::ops::Range<usize>, cols: &mut [f32], padding_zeroed: bool) {
+    let (n, plane) = (oys.len() * g.ow, g.h * g.w);
     for j in 0..g.kw {
         for c in 0..g.c {
             for i in 0..g.kh {
-                let row = &mut cols[((c * g.kh + i) * g.kw + j) * hw..][..hw];
-                im2col_row(g, &x[c * plane..][..plane], i, j, row, padding_zeroed);
+                let row = &mut cols[((c * g.kh + i) * g.kw + j) * n..][..n];
+                im2col_row_band(g, &x[c * plane..][..plane], i, j, oys.clone(), row, padding_zeroed);
             }
         }
     }
@@ -660,22 +666,14 @@ fn forward_im2col_whole(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32]) {
 /// Each output element is the same length-`ck` dot product as unbanded.
 fn forward_im2col_bands(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32], rows: usize) {
     let (ck, hw, chw) = (g.ck(), g.hw_out(), g.c * g.h * g.w);
-    let plane = g.h * g.w;
     y.par_chunks_mut(g.o * hw).enumerate().for_each_init(
         || vec![0f32; ck * rows * g.ow],
         |buf, (b, yb)| {
-            let xb = &x[b * chw..][..chw];
             for oy0 in (0..g.oh).step_by(rows) {
                 let oys = oy0..(oy0 + rows).min(g.oh);
                 let n = oys.len() * g.ow;
-                for j in 0..g.kw {
-                    for c in 0..g.c {
-                        for i in 0..g.kh {
-                            let row = &mut buf[((c * g.kh + i) * g.kw + j) * n..][..n];
-                            im2col_row_band(g, &xb[c * plane..][..plane], i, j, oys.clone(), row, false);
-                        }
-                    }
-                }
+                // The padding moves from band to band: written every time.
+                im2col_band(g, &x[b * chw..][..chw], oys, buf, false);
                 let dst = &mut yb[oy0 * g.ow..];
                 // SAFETY: `w` is `o × ck`, `buf` holds `ck × n`, and `dst` from row `oy0` of the
                 // `o × hw` plane block `yb` (row stride `hw`) has `(o - 1)·hw + n` elements:
