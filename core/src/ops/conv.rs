@@ -3,6 +3,7 @@
 
 use candle_core::Tensor;
 
+use super::integer_conv::Grid;
 use crate::error::Result;
 
 /// `conv2d(x, w)` with stride `stride` and zero padding `[top, bottom, left, right]`, no bias.
@@ -20,6 +21,17 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Result<
         return super::conv_cpu::conv2d_cpu(x, w, stride, pad);
     }
     conv2d_candle(x, w, stride, pad)
+}
+
+/// [`conv2d`] of an input on the integer grid `gx` and a kernel on `gw` (a quantized conv in
+/// retraining): on CPU the forward may be the exact integer product of
+/// [`integer_conv`](super::integer_conv) (decisions F18); elsewhere, and wherever that declines,
+/// it is [`conv2d`]. Gradients are [`conv2d`]'s.
+pub fn conv2d_on_grids(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4], gx: Grid, gw: Grid) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && w.dtype() == candle_core::DType::F32 {
+        return super::conv_cpu::conv2d_cpu_on_grids(x, w, stride, pad, gx, gw);
+    }
+    conv2d(x, w, stride, pad)
 }
 
 /// [`conv2d`] through candle's convolution on any device, with the padding and backward

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use super::cpu_slice;
 use super::im2col_batched;
+use super::integer_conv::{self, Grid};
 use super::winograd::{self, Direction, Wino};
 use crate::error::Result;
 
@@ -144,13 +145,33 @@ pub fn conv2d_cpu(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Res
 pub fn conv2d_cpu_with(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4], algo: ConvAlgo) -> Result<Tensor> {
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    Ok(x.apply_op2(&w, ConvOp { stride, pad, algo })?)
+    Ok(x.apply_op2(&w, ConvOp { stride, pad, algo, grids: None })?)
+}
+
+/// [`conv2d_cpu`] of an input on the grid `gx` and a kernel on the grid `gw` (each value an
+/// integer code times the grid's step): the forward is the exact integer product of
+/// [`integer_conv`](super::integer_conv) where the processor has it, the shapes and codes fit
+/// and every value is on its grid, else the f32 path; the backward is [`conv2d_cpu`]'s.
+pub fn conv2d_cpu_on_grids(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    pad: [usize; 4],
+    gx: Grid,
+    gw: Grid,
+) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    Ok(x.apply_op2(&w, ConvOp { stride, pad, algo: ConvAlgo::Auto, grids: Some((gx, gw)) })?)
 }
 
 struct ConvOp {
     stride: usize,
     pad: [usize; 4],
     algo: ConvAlgo,
+    /// The operands' integer grids, where the caller knows them (the forward may then be
+    /// integer, [`conv2d_cpu_on_grids`]).
+    grids: Option<(Grid, Grid)>,
 }
 
 struct ConvBwdOp {
@@ -541,11 +562,19 @@ impl CustomOp2 for ConvOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = geom(l1, l2, self.stride, self.pad)?;
         let (x, w) = (cpu_slice(s1, l1, "conv input")?, cpu_slice(s2, l2, "conv kernel")?);
-        // SAFETY: every path writes every element: Winograd's output transforms each plane in
-        // full, the batched path's reordering every plane, the per-sample GEMMs each sample's
-        // block (no accumulation into `y`).
+        // SAFETY: every path writes every element: the integer product every row of every
+        // column panel (or nothing, when it declines), Winograd's output transforms each plane
+        // in full, the batched path's reordering every plane, the per-sample GEMMs each
+        // sample's block (no accumulation into `y`).
         let mut y = unsafe { super::output_buffer(g.n * g.o * g.hw_out())? };
-        if let Some(wg) = winograd_of(&g, self.algo, Direction::Forward) {
+        let integer = self.grids.is_some_and(|(gx, gw)| {
+            integer_conv::available()
+                && integer_conv::applies(&g, &gx, &gw)
+                && integer_conv::forward(&g, x, w, &gx, &gw, &mut y)
+        });
+        if integer {
+            // `y` holds the integer product's output.
+        } else if let Some(wg) = winograd_of(&g, self.algo, Direction::Forward) {
             winograd::forward(&wg, x, w, &mut y);
         } else if self.algo == ConvAlgo::Im2colPerSample {
             forward_im2col_whole(&g, x, w, &mut y);

@@ -8,6 +8,8 @@
 //! * [`stats`]: detached statistics (the unbiased std of a weight tensor).
 //! * [`max_pool`], [`avg_pool`] (geometry and CUDA source in [`pool`]): pooling with padding,
 //!   ceil mode and `count_include_pad`, with backward for any kernel and stride.
+//! * [`integer_conv`]: the forward of a convolution of two integer-grid operands (a quantized
+//!   conv in retraining) as an exact 8-bit integer product (AVX-512 VNNI).
 //! * `im2col_batched`: the CPU convolution's im2col products for small planes, the whole batch
 //!   in one product.
 //! * [`short_k_gemm`]: an AVX2/FMA matrix product for short inner dimensions, without packing
@@ -41,6 +43,7 @@ pub mod cpu_path;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod im2col_batched;
+pub mod integer_conv;
 pub mod kernels;
 pub mod lanes;
 pub mod max_pool;
