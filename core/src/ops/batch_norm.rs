@@ -284,7 +284,7 @@ multiversion! {
 
 multiversion_wide! {
     /// `(Σ_e g_e, Σ_e g_e·x̂_e)` with `x̂ = (x − mu)·inv`, in f64 lanes.
-    fn plane_bwd_sums<W>(g: &[f32], xs: &[f32], mu: f64, inv: f64) -> (f64, f64) {
+    pub(crate) fn plane_bwd_sums<W>(g: &[f32], xs: &[f32], mu: f64, inv: f64) -> (f64, f64) {
         let (mu, inv) = (W::splat(mu), W::splat(inv));
         reduce2::<W>(g, xs, |gv, _| gv, |gv, xv| gv.mul(xv.sub(mu)).mul(inv))
     }
@@ -561,18 +561,47 @@ pub(crate) fn backward_cpu(
     w: &[f32],
     dx: &mut [f32],
 ) -> Vec<(f64, f64)> {
+    backward_cpu_with_sums(eps, (n, c, hw), x, g, mean, var, w, dx, None)
+}
+
+/// `1/sqrt(var + eps)` of one channel, in f64: the factor [`plane_bwd_sums`] takes.
+pub(crate) fn inv_std(var: f32, eps: f64) -> f64 {
+    1.0 / (var as f64 + eps).sqrt()
+}
+
+/// [`backward_cpu`], with the per-plane sums of [`plane_bwd_sums`] (plane `ni·C + ci`, over
+/// the gradient `g` and `x`, with `mean[ci]` and [`inv_std`]) already computed for the planes
+/// where `plane_sums` holds `Some`: an op that produced the gradient plane by plane computes
+/// them while the plane is in cache (`bn_mixture.rs`). The rest are computed here; the
+/// per-channel totals add the planes in sample order either way, so the results are
+/// [`backward_cpu`]'s bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_cpu_with_sums(
+    eps: f64,
+    (n, c, hw): (usize, usize, usize),
+    x: &[f32],
+    g: BwdGrad,
+    mean: &[f32],
+    var: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+    plane_sums: Option<&[Option<(f64, f64)>]>,
+) -> Vec<(f64, f64)> {
     let m = (n * hw) as f64;
     let path = CpuPath::detect();
     let sums_of = |g: &[f32]| -> Vec<(f64, f64, f64)> {
         (0..c)
             .into_par_iter()
             .map(|ci| {
-                let inv = 1.0 / (var[ci] as f64 + eps).sqrt();
+                let inv = inv_std(var[ci], eps);
                 let mu = mean[ci] as f64;
                 let (mut sg, mut sgx) = (0f64, 0f64);
                 for ni in 0..n {
                     let o = (ni * c + ci) * hw;
-                    let (a, b) = plane_bwd_sums(path, &g[o..o + hw], &x[o..o + hw], mu, inv);
+                    let (a, b) = match plane_sums.and_then(|p| p[ni * c + ci]) {
+                        Some(ab) => ab,
+                        None => plane_bwd_sums(path, &g[o..o + hw], &x[o..o + hw], mu, inv),
+                    };
                     sg += a;
                     sgx += b;
                 }

@@ -24,7 +24,9 @@ use std::marker::PhantomData;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::batch_norm::{backward_cpu, cpu_train, plane_affine, BatchNormParams, BwdGrad};
+use super::batch_norm::{
+    backward_cpu_with_sums, cpu_train, inv_std, plane_affine, plane_bwd_sums, BatchNormParams, BwdGrad,
+};
 use super::cpu_path::CpuPath;
 use super::cpu_slice;
 use super::mixture::{backward_block, forward_block, packed_weights, ElementQuantizer, CHUNK, MAX_BRANCHES};
@@ -61,6 +63,11 @@ struct BnMixOp<Q> {
     mean_var: Tensor,
     _q: PhantomData<fn() -> Q>,
 }
+
+/// One mixture chunk's partial `dp` (per branch, f64).
+type DpPartial = [f64; MAX_BRANCHES];
+/// Batch norm's backward sums `(Σ dy, Σ dy·x̂)` of one plane, by plane index.
+type PlaneSums = (usize, (f64, f64));
 
 /// The backward op: `(x, g, aux = [mean (C), var (C), γ (C), pp]) -> [dx, dγ (C), dβ (C), dp (k)]`.
 struct BnMixBwdOp<Q> {
@@ -156,8 +163,12 @@ impl<Q: ElementQuantizer> CustomOp3 for BnMixBwdOp<Q> {
         // overwrites it in place; the tail is written below.
         let mut out = unsafe { super::output_buffer(total + 2 * c + self.k)? };
         let (dx, tail) = out.split_at_mut(total);
-        // dy = mixture backward of y = x·a + d, recomputed per chunk, into `dx`.
-        let partials: Vec<[f64; MAX_BRANCHES]> = dx
+        // dy = mixture backward of y = x·a + d, recomputed per chunk, into `dx`; then, for each
+        // plane wholly inside the chunk, batch norm's sums (Σ dy, Σ dy·x̂) while the chunk is
+        // in cache (the same call on the same plane as `backward_cpu` would make later).
+        let (n, c, hw) = self.dims;
+        let eps = self.eps;
+        let chunks: Vec<(DpPartial, Vec<PlaneSums>)> = dx
             .par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .zip(g.par_chunks(CHUNK))
@@ -174,18 +185,31 @@ impl<Q: ElementQuantizer> CustomOp3 for BnMixBwdOp<Q> {
                         plane_affine(path, &mut y[e..end], &xs[e..end], a, dd);
                         e = end;
                     }
-                    backward_block::<Q>(path, d, y, gs, probs, params)
+                    let dp = backward_block::<Q>(path, d, y, gs, probs, params);
+                    let whole = e0.div_ceil(hw)..(e0 + xs.len()) / hw;
+                    let sums = whole
+                        .map(|p| {
+                            let (o, ch) = (p * hw - e0, p % c);
+                            let (dy, xp) = (&d[o..o + hw], &xs[o..o + hw]);
+                            (p, plane_bwd_sums(path, dy, xp, mean[ch] as f64, inv_std(var[ch], eps)))
+                        })
+                        .collect();
+                    (dp, sums)
                 },
             )
             .collect();
         let mut dp = vec![0f64; self.k];
-        for part in &partials {
+        let mut plane_sums = vec![None; n * c];
+        for (part, sums) in &chunks {
             for (b, d) in dp.iter_mut().enumerate() {
                 *d += part[b];
             }
+            for &(p, ab) in sums {
+                plane_sums[p] = Some(ab);
+            }
         }
         // dx from dy, in place; (Σ dy, Σ dy·x̂) per channel are dβ and dγ.
-        let sums = backward_cpu(self.eps, self.dims, x, BwdGrad::InPlace, mean, var, w, dx);
+        let sums = backward_cpu_with_sums(eps, self.dims, x, BwdGrad::InPlace, mean, var, w, dx, Some(&plane_sums));
         for (ci, &(sg, sgx)) in sums.iter().enumerate() {
             tail[ci] = sgx as f32;
             tail[c + ci] = sg as f32;
