@@ -10,6 +10,9 @@
 //! Each GEMM's orientation was chosen by measurement (decisions F10): `dW` is accumulated
 //! transposed, the forward of convs with few output channels runs transposed, im2col splits
 //! each row into zero edges and a contiguous middle, and 1×1 stride-1 convs skip im2col.
+//! Given the operands' integer grids ([`conv2d_cpu_on_grids`], a quantized conv in
+//! retraining), the forward may instead be the exact integer product of
+//! [`integer_conv`] (F18); the backward is the same either way.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
@@ -150,7 +153,7 @@ pub fn conv2d_cpu_with(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4], a
 
 /// [`conv2d_cpu`] of an input on the grid `gx` and a kernel on the grid `gw` (each value an
 /// integer code times the grid's step): the forward is the exact integer product of
-/// [`integer_conv`](super::integer_conv) where the processor has it, the shapes and codes fit
+/// [`integer_conv`] where the processor has it, the shapes and codes fit
 /// and every value is on its grid, else the f32 path; the backward is [`conv2d_cpu`]'s.
 pub fn conv2d_cpu_on_grids(
     x: &Tensor,

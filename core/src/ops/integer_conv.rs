@@ -47,7 +47,7 @@ const GRID_TOL: f32 = 1.0 / 1024.0;
 /// with few panels (ResNet-18's 7×7 planes at batch 8: 13) splits its kernel rows as well, so
 /// two threads get even shares.
 const MIN_UNITS: usize = 48;
-/// The narrowest output row the direct blocks ([`direct`]) take: narrower rows would leave
+/// The narrowest output row the direct blocks ([`direct_rows`]) take: narrower rows would leave
 /// most of a panel's [`NR`] columns unused.
 const DIRECT_MIN_OW: usize = 24;
 
@@ -128,7 +128,8 @@ pub(super) fn applies(g: &Geom, gx: &Grid, gw: &Grid) -> bool {
     g.kh * g.kw > 1 && gx.lo >= 0 && gx.hi <= 255 && gw.lo >= -128 && gw.hi <= 127 && amax * wmax * k < (1u64 << 31)
 }
 
-/// How many output rows a panel of [`direct`] blocks spans: 1 for rows at least
+/// How many output rows a panel of direct blocks spans (blocks read in place from the padded
+/// input words instead of packed): 1 for rows at least
 /// [`DIRECT_MIN_OW`] wide (a run of up to [`NR`] pixels of one row), 2 for rows of 12 to 16
 /// pixels (the first 16 columns from one row, the next 16 from the row below), else 0: the
 /// blocks are packed.
@@ -166,6 +167,9 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], gx: &Grid, gw: &Grid, y: &
     // the same columns one row down.
     let second = if rows == 2 { wp } else { 16 };
     let nt = g.n * g.hw_out();
+    if nt == 0 {
+        return true;
+    }
     let panels = if direct { g.n * row_groups * row_panels } else { nt.div_ceil(NR) };
     let mblocks = g.o.div_ceil(MR);
     // Kernel-row chunks per panel: enough units for even shares where panels are few.
@@ -661,6 +665,18 @@ mod tests {
             assert!(!forward(&g, &x, &w, &gx, &gw, &mut y), "{what}");
             assert!(y.iter().all(|&v| v == 7.0), "{what}: output untouched");
         }
+    }
+
+    #[test]
+    fn an_empty_batch_writes_nothing() {
+        if !available() {
+            eprintln!("skipped: this processor has no AVX-512 VNNI (the integer forward never runs here)");
+            return;
+        }
+        let g = geom(0, 4, 8, 8, 8, (3, 3), 1, [1; 4]);
+        let (gx, gw) = (Grid { scale: 0.5, lo: 0, hi: 3 }, Grid { scale: 0.25, lo: -3, hi: 3 });
+        let w: Vec<f32> = codes(288, 2, -3, 3).iter().map(|&c| c as f32 * 0.25).collect();
+        assert!(forward(&g, &[], &w, &gx, &gw, &mut []));
     }
 
     #[test]
