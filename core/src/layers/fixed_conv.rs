@@ -83,7 +83,7 @@ impl FixedConv {
             self.weight_learned.ensure_initialized(wqz, w, Operand::Weight, &[self.wbit])?;
             wqz.quantize(w, Operand::Weight, self.wbit, &self.weight_learned.tensors_of(0))?
         };
-        match self.grids(xq, w)? {
+        match self.grids(xq, w) {
             Some((gx, gw)) => conv2d_on_grids(xq, &wq, self.info.stride.0, self.info.padding, gx, gw),
             None => conv2d(xq, &wq, self.info.stride.0, self.info.padding),
         }
@@ -93,19 +93,17 @@ impl FixedConv {
     /// descriptions ([`Quantizer::export_form`]), where the integer forward can run (CPU with
     /// [`integer_conv::available`]) and both are uniform; `None` otherwise, and where a
     /// quantizer cannot describe itself (the f32 path is always valid).
-    fn grids(&self, xq: &Tensor, w: &Tensor) -> Result<Option<(Grid, Grid)>> {
+    fn grids(&self, xq: &Tensor, w: &Tensor) -> Option<(Grid, Grid)> {
         if !xq.device().is_cpu() || !integer_conv::available() || Precision::is_full(self.wbit) {
-            return Ok(None);
+            return None;
         }
         let grid = |form: Result<Option<QuantExport>>| match form {
             Ok(Some(QuantExport::Uniform(u))) => Grid::of(&u),
             _ => None,
         };
         let act = self.act_learned.tensors_of(0);
-        let Some(gx) = grid(self.act_quantizer.export_form(Operand::Activation, self.abit, None, &act)) else {
-            return Ok(None);
-        };
+        let gx = grid(self.act_quantizer.export_form(Operand::Activation, self.abit, None, &act))?;
         let wl = self.weight_learned.tensors_of(0);
-        Ok(grid(self.weight_quantizer.export_form(Operand::Weight, self.wbit, Some(w), &wl)).map(|gw| (gx, gw)))
+        grid(self.weight_quantizer.export_form(Operand::Weight, self.wbit, Some(w), &wl)).map(|gw| (gx, gw))
     }
 }
