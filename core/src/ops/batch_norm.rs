@@ -516,7 +516,7 @@ impl CustomOp3 for BnTrainBwd {
         // SAFETY: `backward_cpu` writes every plane of `dx`, and the loop the `2c` sums.
         let mut out = unsafe { super::output_buffer(total + 2 * c)? };
         let (dx, tail) = out.split_at_mut(total);
-        let sums = backward_cpu(self.eps, (n, c, hw), x, BwdGrad::From(g), mean, var, w, dx);
+        let sums = backward_cpu(self.eps, (n, c, hw), x, BwdGrad::From(g), mean, var, w, dx, None);
         for (ci, &(sg, sgx)) in sums.iter().enumerate() {
             tail[ci] = sgx as f32;
             tail[c + ci] = sg as f32;
@@ -546,37 +546,23 @@ pub(crate) enum BwdGrad<'a> {
     InPlace,
 }
 
-/// Train-mode batch norm's backward on the CPU: per channel `(Σ g, Σ g·x̂)` in f64 (planes in
-/// sample order, each in lanes), then `dx = (w·inv/m)·(m·g − Σg − x̂·Σg·x̂)` per element, for
-/// `x` (`N × C × HW`) with the f32 batch `mean` and `var`. Returns the per-channel sums (the
-/// gradients of `β` and `γ`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_cpu(
-    eps: f64,
-    (n, c, hw): (usize, usize, usize),
-    x: &[f32],
-    g: BwdGrad,
-    mean: &[f32],
-    var: &[f32],
-    w: &[f32],
-    dx: &mut [f32],
-) -> Vec<(f64, f64)> {
-    backward_cpu_with_sums(eps, (n, c, hw), x, g, mean, var, w, dx, None)
-}
-
 /// `1/sqrt(var + eps)` of one channel, in f64: the factor [`plane_bwd_sums`] takes.
 pub(crate) fn inv_std(var: f32, eps: f64) -> f64 {
     1.0 / (var as f64 + eps).sqrt()
 }
 
-/// [`backward_cpu`], with the per-plane sums of [`plane_bwd_sums`] (plane `ni·C + ci`, over
-/// the gradient `g` and `x`, with `mean[ci]` and [`inv_std`]) already computed for the planes
-/// where `plane_sums` holds `Some`: an op that produced the gradient plane by plane computes
-/// them while the plane is in cache (`bn_mixture.rs`). The rest are computed here; the
-/// per-channel totals add the planes in sample order either way, so the results are
-/// [`backward_cpu`]'s bit for bit.
+/// Train-mode batch norm's backward on the CPU: per channel `(Σ g, Σ g·x̂)` in f64 (planes in
+/// sample order, each in lanes), then `dx = (w·inv/m)·(m·g − Σg − x̂·Σg·x̂)` per element, for
+/// `x` (`N × C × HW`) with the f32 batch `mean` and `var`. Returns the per-channel sums (the
+/// gradients of `β` and `γ`).
+///
+/// `plane_sums`, where given, holds the per-plane sums of [`plane_bwd_sums`] (plane `ni·C + ci`,
+/// over the gradient and `x`, with `mean[ci]` and [`inv_std`]) already computed for the planes
+/// where it is `Some`: an op that produced the gradient plane by plane computes them while the
+/// plane is in cache (`bn_mixture.rs`). The rest are computed here; the per-channel totals add
+/// the planes in sample order either way, so the results do not depend on which were given.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_cpu_with_sums(
+pub(crate) fn backward_cpu(
     eps: f64,
     (n, c, hw): (usize, usize, usize),
     x: &[f32],

@@ -24,9 +24,7 @@ use std::marker::PhantomData;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::batch_norm::{
-    backward_cpu_with_sums, cpu_train, inv_std, plane_affine, plane_bwd_sums, BatchNormParams, BwdGrad,
-};
+use super::batch_norm::{backward_cpu, cpu_train, inv_std, plane_affine, plane_bwd_sums, BatchNormParams, BwdGrad};
 use super::cpu_path::CpuPath;
 use super::cpu_slice;
 use super::mixture::{backward_block, forward_block, packed_weights, ElementQuantizer, CHUNK, MAX_BRANCHES};
@@ -165,7 +163,7 @@ impl<Q: ElementQuantizer> CustomOp3 for BnMixBwdOp<Q> {
         let (dx, tail) = out.split_at_mut(total);
         // dy = mixture backward of y = x·a + d, recomputed per chunk, into `dx`; then, for each
         // plane wholly inside the chunk, batch norm's sums (Σ dy, Σ dy·x̂) while the chunk is
-        // in cache (the same call on the same plane as `backward_cpu` would make later).
+        // in cache (the same call on the same plane as `backward_cpu` makes for a plane not given).
         let (n, c, hw) = self.dims;
         let eps = self.eps;
         let chunks: Vec<(DpPartial, Vec<PlaneSums>)> = dx
@@ -209,7 +207,7 @@ impl<Q: ElementQuantizer> CustomOp3 for BnMixBwdOp<Q> {
             }
         }
         // dx from dy, in place; (Σ dy, Σ dy·x̂) per channel are dβ and dγ.
-        let sums = backward_cpu_with_sums(eps, self.dims, x, BwdGrad::InPlace, mean, var, w, dx, Some(&plane_sums));
+        let sums = backward_cpu(eps, self.dims, x, BwdGrad::InPlace, mean, var, w, dx, Some(&plane_sums));
         for (ci, &(sg, sgx)) in sums.iter().enumerate() {
             tail[ci] = sgx as f32;
             tail[c + ci] = sg as f32;

@@ -17,7 +17,7 @@ use crate::error::Result;
 /// is padded explicitly and the trailing rows/columns that no window reads are cropped, which
 /// changes no output and makes both remainders zero.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && w.dtype() == candle_core::DType::F32 {
+    if on_cpu_f32(x, w) {
         return super::conv_cpu::conv2d_cpu(x, w, stride, pad);
     }
     conv2d_candle(x, w, stride, pad)
@@ -28,10 +28,15 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Result<
 /// [`integer_conv`](super::integer_conv) (decisions F18); elsewhere, and wherever that declines,
 /// it is [`conv2d`]. Gradients are [`conv2d`]'s.
 pub fn conv2d_on_grids(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4], gx: Grid, gw: Grid) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && w.dtype() == candle_core::DType::F32 {
+    if on_cpu_f32(x, w) {
         return super::conv_cpu::conv2d_cpu_on_grids(x, w, stride, pad, gx, gw);
     }
     conv2d(x, w, stride, pad)
+}
+
+/// Whether both operands are f32 on the CPU: what our own CPU convolution takes.
+fn on_cpu_f32(x: &Tensor, w: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && w.dtype() == candle_core::DType::F32
 }
 
 /// [`conv2d`] through candle's convolution on any device, with the padding and backward

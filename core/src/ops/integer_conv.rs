@@ -32,7 +32,7 @@
 
 use rayon::prelude::*;
 
-use super::conv_cpu::Geom;
+use super::conv_cpu::{valid_cols, Geom};
 use crate::traits::UniformQuant;
 
 /// Output columns per panel (two 16-lane vectors).
@@ -280,31 +280,29 @@ fn segments(g: &Geom, cols: std::ops::Range<usize>, segs: &mut Vec<Seg>) {
 /// reads through kernel tap `(i, j')` (zero in the padding and past the last column).
 fn pack_panel(g: &Geom, xw: &[u32], segs: &[Seg], ncols: usize, bp: &mut [u32]) {
     let (c4, s) = (g.c.div_ceil(4), g.stride);
-    let (pt, pl) = (g.pad[0] as isize, g.pad[2] as isize);
     let plane = g.h * g.w;
     for q in 0..c4 {
         for i in 0..g.kh {
             for jj in 0..g.kw {
                 let k = (q * g.kh + i) * g.kw + jj;
                 let dst = &mut bp[k * NR..][..NR];
+                // The output columns whose tap-(i, jj) input column lies inside the row.
+                let (vlo, vhi) = valid_cols(g, jj);
                 for sg in segs {
                     let d = &mut dst[sg.j0..][..sg.len];
-                    let iy = (sg.oy * s + i) as isize - pt;
+                    let iy = (sg.oy * s + i) as isize - g.pad[0] as isize;
                     if iy < 0 || iy >= g.h as isize {
                         d.fill(0);
                         continue;
                     }
                     let row = &xw[(sg.b * c4 + q) * plane + iy as usize * g.w..][..g.w];
-                    // Input column of entry t: (ox0 + t)·s + jj - pl; inside 0..w for t in [lo, hi).
-                    let x0 = (sg.ox0 * s + jj) as isize - pl;
-                    let lo = if x0 >= 0 { 0 } else { ((-x0) as usize).div_ceil(s) }.min(sg.len);
-                    let hi =
-                        if x0 >= g.w as isize { 0 } else { ((g.w as isize - x0) as usize).div_ceil(s).min(sg.len) }
-                            .max(lo);
+                    // Entry t is output column ox0 + t: inside the row for t in [lo, hi).
+                    let lo = vlo.saturating_sub(sg.ox0).min(sg.len);
+                    let hi = vhi.saturating_sub(sg.ox0).min(sg.len).max(lo);
                     d[..lo].fill(0);
                     d[hi..].fill(0);
                     if hi > lo {
-                        let first = (x0 + (lo * s) as isize) as usize;
+                        let first = (sg.ox0 + lo) * s + jj - g.pad[2];
                         if s == 1 {
                             d[lo..hi].copy_from_slice(&row[first..first + (hi - lo)]);
                         } else {
@@ -518,6 +516,25 @@ mod tests {
     use super::*;
     use crate::traits::Rounding;
 
+    /// Whether the integer forward runs here; says so on stderr when it does not.
+    fn vnni_or_skip() -> bool {
+        let on = available();
+        if !on {
+            eprintln!("skipped: this processor has no AVX-512 VNNI (the integer forward never runs here)");
+        }
+        on
+    }
+
+    /// The 2-bit grids of the small cases: activations `{0..3}·0.5`, weights `{-3..3}·0.25`.
+    fn small_grids() -> (Grid, Grid) {
+        (Grid { scale: 0.5, lo: 0, hi: 3 }, Grid { scale: 0.25, lo: -3, hi: 3 })
+    }
+
+    /// `n` values on `grid` (deterministic codes in its range).
+    fn on_grid(n: usize, seed: u64, grid: &Grid) -> Vec<f32> {
+        codes(n, seed, grid.lo, grid.hi).iter().map(|&c| c as f32 * grid.scale).collect()
+    }
+
     fn uq(scale: f32, zero_point: f32, bits: u32, signed: bool) -> UniformQuant {
         UniformQuant { scale, zero_point, bits, signed, narrow: false, rounding: Rounding::HalfEven }
     }
@@ -600,8 +617,7 @@ mod tests {
     /// multiples of 4 and 8; the largest codes of both signs.
     #[test]
     fn the_integer_forward_is_the_exact_convolution_of_the_codes() {
-        if !available() {
-            eprintln!("skipped: this processor has no AVX-512 VNNI (the integer forward never runs here)");
+        if !vnni_or_skip() {
             return;
         }
         let cases = [
@@ -637,14 +653,12 @@ mod tests {
 
     #[test]
     fn values_off_the_grid_or_out_of_range_decline_and_leave_the_output_alone() {
-        if !available() {
-            eprintln!("skipped: this processor has no AVX-512 VNNI (the integer forward never runs here)");
+        if !vnni_or_skip() {
             return;
         }
         let g = geom(1, 4, 8, 8, 8, (3, 3), 1, [1; 4]);
-        let (gx, gw) = (Grid { scale: 0.5, lo: 0, hi: 3 }, Grid { scale: 0.25, lo: -3, hi: 3 });
-        let ok_x: Vec<f32> = codes(256, 1, 0, 3).iter().map(|&c| c as f32 * 0.5).collect();
-        let ok_w: Vec<f32> = codes(288, 2, -3, 3).iter().map(|&c| c as f32 * 0.25).collect();
+        let (gx, gw) = small_grids();
+        let (ok_x, ok_w) = (on_grid(256, 1, &gx), on_grid(288, 2, &gw));
         let mut y = vec![7.0f32; 8 * 64];
         assert!(forward(&g, &ok_x, &ok_w, &gx, &gw, &mut y));
         for (what, xv, wv) in [
@@ -669,26 +683,22 @@ mod tests {
 
     #[test]
     fn an_empty_batch_writes_nothing() {
-        if !available() {
-            eprintln!("skipped: this processor has no AVX-512 VNNI (the integer forward never runs here)");
+        if !vnni_or_skip() {
             return;
         }
         let g = geom(0, 4, 8, 8, 8, (3, 3), 1, [1; 4]);
-        let (gx, gw) = (Grid { scale: 0.5, lo: 0, hi: 3 }, Grid { scale: 0.25, lo: -3, hi: 3 });
-        let w: Vec<f32> = codes(288, 2, -3, 3).iter().map(|&c| c as f32 * 0.25).collect();
-        assert!(forward(&g, &[], &w, &gx, &gw, &mut []));
+        let (gx, gw) = small_grids();
+        assert!(forward(&g, &[], &on_grid(288, 2, &gw), &gx, &gw, &mut []));
     }
 
     #[test]
     fn the_integer_forward_does_not_depend_on_thread_count() {
-        if !available() {
-            eprintln!("skipped: this processor has no AVX-512 VNNI (the integer forward never runs here)");
+        if !vnni_or_skip() {
             return;
         }
         let (gx, gw) = (Grid { scale: 0.538, lo: 0, hi: 15 }, Grid { scale: 0.03, lo: -15, hi: 15 });
         for g in [geom(4, 32, 7, 7, 64, (3, 3), 1, [1; 4]), geom(4, 8, 28, 28, 16, (3, 3), 1, [1; 4])] {
-            let x: Vec<f32> = codes(g.n * g.c * g.h * g.w, 5, 0, 15).iter().map(|&c| c as f32 * gx.scale).collect();
-            let w: Vec<f32> = codes(g.o * g.ck(), 6, -15, 15).iter().map(|&c| c as f32 * gw.scale).collect();
+            let (x, w) = (on_grid(g.n * g.c * g.h * g.w, 5, &gx), on_grid(g.o * g.ck(), 6, &gw));
             let run = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 let mut y = vec![0f32; g.n * g.o * g.hw_out()];
@@ -701,8 +711,7 @@ mod tests {
 
     #[test]
     fn the_vnni_kernel_matches_its_scalar_definition() {
-        if !available() {
-            eprintln!("skipped: this processor has no AVX-512 VNNI (the kernel never runs here)");
+        if !vnni_or_skip() {
             return;
         }
         let k4 = 37;
