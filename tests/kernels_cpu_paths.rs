@@ -1,6 +1,7 @@
 //! The fused mixture kernels' CPU paths: the AVX2 build of the loops (chosen at run time) gives
 //! bitwise the same values and gradients as the portable build and as the element-by-element
-//! loop they replaced, for every built-in quantizer family and ragged chunk tails.
+//! loop they replaced, for every built-in quantizer family, one branch and several, and ragged
+//! chunk tails.
 
 use edmips::core::ops::mixture::{cpu_backward_on, cpu_forward_on, cpu_reference, CpuPath, ElementQuantizer, CHUNK};
 use edmips::plugins::quant::{dorefa::DorefaElement, gauss::GaussElement, hwgq::HwgqElement};
@@ -9,7 +10,8 @@ fn check<Q: ElementQuantizer>(p: &[f32], prm: &[f32]) {
     let n = 2 * CHUNK + 1001;
     // Values on both sides of every rounding tie and clip edge, and exact ties.
     let x: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.0137).sin() * 3.0 + if i % 97 == 0 { 0.5 } else { 0.0 }).collect();
-    let g: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.29).cos()).collect();
+    // Signed zeros among the gradients (the sign of a zero product must match too).
+    let g: Vec<f32> = (0..n).map(|i| if i % 89 == 0 { -0.0 } else { ((i as f32) * 0.29).cos() }).collect();
     let (ry, rdx, rdp) = cpu_reference::<Q>(&x, p, prm, &g);
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     for path in [CpuPath::Portable, CpuPath::detect()] {
@@ -30,5 +32,8 @@ fn every_cpu_path_matches_the_element_loop_bitwise() {
     // Gaussian branches [step, max level].
     check::<GaussElement>(&[0.25, 0.25, 0.5], &[0.9957, 0.49785, 0.586, 1.4651, 0.3352, 2.346]);
     check::<DorefaElement>(&[0.5, 0.5], &[3.0, 15.0]);
+    // One branch, a retrained layer's mixture: the backward's single fused loop.
+    check::<HwgqElement>(&[1.0], &[0.538, 1.614, 0.0]);
+    check::<GaussElement>(&[1.0], &[0.9957, 0.49785]);
     println!("fastest path here: {:?}", CpuPath::detect());
 }

@@ -109,22 +109,34 @@ pub use super::cpu_path::CpuPath;
 
 /// Forward over one chunk, branch by branch: `o[e] = 0 + p_0·q_0(x_e) + p_1·q_1(x_e) + ...`,
 /// the same additions in the same order per element as an element-by-element loop, written so
-/// the inner loop over elements vectorises.
+/// the inner loop over elements vectorises. The first branch writes `0 + p_0·q_0` (the `0 +`
+/// kept: it turns `-0` into `+0` as the element loop does), so no pass clears `o` first.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn forward_chunk<Q: ElementQuantizer>(o: &mut [f32], xs: &[f32], probs: &[f32], params: &[f32]) {
-    o.fill(0.0);
+    if probs.is_empty() {
+        o.fill(0.0);
+    }
     for (b, &p) in probs.iter().enumerate() {
         let prm = &params[b * Q::PARAMS..(b + 1) * Q::PARAMS];
-        for (oe, &xe) in o.iter_mut().zip(xs) {
-            *oe += p * Q::q(xe, prm);
+        if b == 0 {
+            for (oe, &xe) in o.iter_mut().zip(xs) {
+                *oe = 0.0 + p * Q::q(xe, prm);
+            }
+        } else {
+            for (oe, &xe) in o.iter_mut().zip(xs) {
+                *oe += p * Q::q(xe, prm);
+            }
         }
     }
 }
 
 /// Backward over one chunk: `d[e] = g[e] · Σ_b p_b·ste_b(x_e)` (vectorised loops, the sum in
-/// branch order), and returns `dp_b = Σ_e q_b(x_e)·g[e]` accumulated in f64 in
-/// [`DP_LANES`] lanes.
+/// branch order from `0`), and returns `dp_b = Σ_e q_b(x_e)·g[e]` accumulated in f64 in
+/// [`DP_LANES`] lanes. The first branch's loop writes `0 + p_0·ste_0` and the last one's
+/// multiplies by `g` as it adds (one loop for a single branch, a retrained layer's case): the
+/// operations of clearing `d`, adding branch by branch and scaling by `g` in passes of their own,
+/// in the same order, without those passes.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn backward_chunk<Q: ElementQuantizer, W: Wide>(
@@ -135,16 +147,37 @@ fn backward_chunk<Q: ElementQuantizer, W: Wide>(
     params: &[f32],
 ) -> [f64; MAX_BRANCHES] {
     let mut dp = [0f64; MAX_BRANCHES];
-    d.fill(0.0);
+    let k = probs.len();
+    if k == 0 {
+        for (de, &ge) in d.iter_mut().zip(gs) {
+            *de = 0.0 * ge;
+        }
+    }
     for (b, &p) in probs.iter().enumerate() {
         let prm = &params[b * Q::PARAMS..(b + 1) * Q::PARAMS];
-        for (de, &xe) in d.iter_mut().zip(xs) {
-            *de += p * Q::ste(xe, prm);
+        match (b == 0, b + 1 == k) {
+            (true, true) => {
+                for ((de, &xe), &ge) in d.iter_mut().zip(xs).zip(gs) {
+                    *de = (0.0 + p * Q::ste(xe, prm)) * ge;
+                }
+            }
+            (true, false) => {
+                for (de, &xe) in d.iter_mut().zip(xs) {
+                    *de = 0.0 + p * Q::ste(xe, prm);
+                }
+            }
+            (false, true) => {
+                for ((de, &xe), &ge) in d.iter_mut().zip(xs).zip(gs) {
+                    *de = (*de + p * Q::ste(xe, prm)) * ge;
+                }
+            }
+            (false, false) => {
+                for (de, &xe) in d.iter_mut().zip(xs) {
+                    *de += p * Q::ste(xe, prm);
+                }
+            }
         }
         dp[b] = reduce_dot::<W>(xs, gs, |xe| Q::q(xe, prm));
-    }
-    for (de, &ge) in d.iter_mut().zip(gs) {
-        *de *= ge;
     }
     dp
 }
