@@ -26,7 +26,7 @@ pub fn max_pool2d(x: &Tensor, opts: &PoolOpts) -> Result<Tensor> {
 struct MaxPool {
     geom: PoolGeom,
     /// The CPU forward's argmax of every window, as its offset inside the window
-    /// ([`window_offset`]), for the backward: it scatters instead of searching each window
+    /// ([`offset_in_window`]), for the backward: it scatters instead of searching each window
     /// again. One byte per output; empty until a CPU forward ran.
     argmax: OnceLock<Arc<Vec<u8>>>,
 }
@@ -48,13 +48,6 @@ fn window_start(g: &PoolGeom, oy: usize, ox: usize) -> (usize, usize) {
 fn offset_in_window(g: &PoolGeom, oy: usize, ox: usize, at: usize) -> u8 {
     let (y0, x0) = window_start(g, oy, ox);
     ((at / g.w - y0) * g.k.1 + at % g.w - x0) as u8
-}
-
-/// The plane index of window `(oy, ox)`'s offset `off` ([`offset_in_window`]'s inverse).
-#[inline]
-fn window_offset(g: &PoolGeom, oy: usize, ox: usize, off: u8) -> usize {
-    let (y0, x0) = window_start(g, oy, ox);
-    (y0 + off as usize / g.k.1) * g.w + x0 + off as usize % g.k.1
 }
 
 /// Index (within the plane) of the first maximum of window `(oy, ox)`.
@@ -93,21 +86,100 @@ pub fn cpu_forward(g: &PoolGeom, x: &[f32], out: &mut [f32]) {
     });
 }
 
+/// Output columns the vectorised forward takes at once ([`interior_row`]).
+const ROW_LANES: usize = 16;
+
+/// The output columns `[lo, hi)` whose windows lie wholly inside the row: `ox·s - p ≥ 0` and
+/// `ox·s - p + k ≤ w`. Only the columns outside it meet the padding.
+fn interior_cols(g: &PoolGeom) -> (usize, usize) {
+    let (k, s, p) = (g.k.1, g.s.1, g.p.1);
+    let lo = p.div_ceil(s);
+    let hi = if g.w + p >= k { ((g.w + p - k) / s + 1).min(g.ow) } else { 0 };
+    (lo.min(hi), hi)
+}
+
 /// [`cpu_forward`] that also records each window's argmax as its offset in the window
-/// (`offsets`: `planes·OH·OW`; needs [`offsets_fit`]).
-fn cpu_forward_with_offsets(g: &PoolGeom, x: &[f32], out: &mut [f32], offsets: &mut [u8]) {
+/// (`offsets`: `planes·OH·OW`; needs [`offsets_fit`]). The columns whose windows lie inside the
+/// row ([`interior_cols`]) run [`interior_row`], sixteen at a time without a branch per
+/// element; the edge columns search as [`cpu_forward`] does. Both take the first maximum in
+/// scan order (NaN wins), so values and offsets are [`cpu_forward`]'s. Public for benchmarks.
+///
+/// # Panics
+/// If a window holds more than 256 elements (its offsets would not fit in a byte).
+pub fn cpu_forward_with_offsets(g: &PoolGeom, x: &[f32], out: &mut [f32], offsets: &mut [u8]) {
+    assert!(offsets_fit(g), "max_pool2d: a {}x{} window's offsets do not fit in a byte", g.k.0, g.k.1);
     let op = g.out_plane();
+    let (lo, hi) = interior_cols(g);
     out.par_chunks_mut(op).zip(offsets.par_chunks_mut(op)).zip(x.par_chunks(g.in_plane())).for_each(
         |((o, offs), xp)| {
             for oy in 0..g.oh {
-                for ox in 0..g.ow {
+                let (o, offs) = (&mut o[oy * g.ow..(oy + 1) * g.ow], &mut offs[oy * g.ow..(oy + 1) * g.ow]);
+                for ox in (0..lo).chain(hi..g.ow) {
                     let at = argmax(xp, g, oy, ox);
-                    o[oy * g.ow + ox] = xp[at];
-                    offs[oy * g.ow + ox] = offset_in_window(g, oy, ox, at);
+                    o[ox] = xp[at];
+                    offs[ox] = offset_in_window(g, oy, ox, at);
+                }
+                if lo < hi {
+                    interior_row_dispatch(g, xp, oy, lo, &mut o[lo..hi], &mut offs[lo..hi]);
                 }
             }
         },
     );
+}
+
+/// [`interior_row`] compiled for AVX2 where the processor has it (the same comparisons and
+/// selections, only wider), else portable.
+fn interior_row_dispatch(g: &PoolGeom, xp: &[f32], oy: usize, lo: usize, o: &mut [f32], offs: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: checked just above that the processor has AVX2.
+        unsafe { interior_row_avx2(g, xp, oy, lo, o, offs) };
+        return;
+    }
+    interior_row(g, xp, oy, lo, o, offs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn interior_row_avx2(g: &PoolGeom, xp: &[f32], oy: usize, lo: usize, o: &mut [f32], offs: &mut [u8]) {
+    interior_row(g, xp, oy, lo, o, offs)
+}
+
+/// The max and first-argmax offsets of output row `oy`'s windows at columns `lo..lo + o.len()`,
+/// all inside the row ([`interior_cols`]): [`ROW_LANES`] windows at a time, each window element
+/// in scan order compared in every lane at once (`v > best || v is NaN` takes it, as
+/// [`argmax`] does). The output is the value taken (`-inf` where every element is `-inf`,
+/// which is then the first element's value, offset 0).
+#[inline(always)]
+fn interior_row(g: &PoolGeom, xp: &[f32], oy: usize, lo: usize, o: &mut [f32], offs: &mut [u8]) {
+    let (y0, y1, _) = PoolGeom::window(oy, g.k.0, g.s.0, g.p.0, g.h);
+    let (kw, s, p) = (g.k.1, g.s.1, g.p.1);
+    for (b, (ob, fb)) in o.chunks_mut(ROW_LANES).zip(offs.chunks_mut(ROW_LANES)).enumerate() {
+        let first = (lo + b * ROW_LANES) * s - p;
+        let mut best = [f32::NEG_INFINITY; ROW_LANES];
+        // Offsets as f32 (exact below 2^24): one lane width with `best`, so the selections
+        // share the comparison's mask.
+        let mut off = [0f32; ROW_LANES];
+        let mut v = [0f32; ROW_LANES];
+        for iy in y0..y1 {
+            let row = &xp[iy * g.w..(iy + 1) * g.w];
+            for dx in 0..kw {
+                let code = ((iy - y0) * kw + dx) as f32;
+                for (vl, &e) in v.iter_mut().zip(row[first + dx..].iter().step_by(s)) {
+                    *vl = e;
+                }
+                for l in 0..ROW_LANES {
+                    let take = v[l] > best[l] || v[l].is_nan();
+                    best[l] = if take { v[l] } else { best[l] };
+                    off[l] = if take { code } else { off[l] };
+                }
+            }
+        }
+        for (l, (oe, fe)) in ob.iter_mut().zip(fb.iter_mut()).enumerate() {
+            *oe = best[l];
+            *fe = off[l] as u8;
+        }
+    }
 }
 
 /// CPU backward over plain slices: `dx` (zeroed by the caller) from the output gradient `gy`.
@@ -124,13 +196,19 @@ pub fn cpu_backward(g: &PoolGeom, x: &[f32], gy: &[f32], dx: &mut [f32]) {
 }
 
 /// [`cpu_backward`] from the forward's recorded window offsets: a scatter, no search. The
-/// same sums in the same order, so bitwise the same `dx`.
-fn cpu_backward_from_offsets(g: &PoolGeom, offsets: &[u8], gy: &[f32], dx: &mut [f32]) {
+/// same sums in the same order, so bitwise the same `dx`. Each window's first element and
+/// each offset's distance from it in the plane are computed once (a table), not per output.
+/// Public for benchmarks.
+pub fn cpu_backward_from_offsets(g: &PoolGeom, offsets: &[u8], gy: &[f32], dx: &mut [f32]) {
     let op = g.out_plane();
+    let delta: Vec<usize> = (0..g.k.0 * g.k.1).map(|off| off / g.k.1 * g.w + off % g.k.1).collect();
+    let x0: Vec<usize> = (0..g.ow).map(|ox| window_start(g, 0, ox).1).collect();
     dx.par_chunks_mut(g.in_plane()).zip(offsets.par_chunks(op)).zip(gy.par_chunks(op)).for_each(|((d, offs), gp)| {
         for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                d[window_offset(g, oy, ox, offs[oy * g.ow + ox])] += gp[oy * g.ow + ox];
+            let row = window_start(g, oy, 0).0 * g.w;
+            let (offs, gp) = (&offs[oy * g.ow..(oy + 1) * g.ow], &gp[oy * g.ow..(oy + 1) * g.ow]);
+            for ((&f, &gv), &x0) in offs.iter().zip(gp).zip(&x0) {
+                d[row + x0 + delta[f as usize]] += gv;
             }
         }
     });
@@ -288,32 +366,67 @@ mod tests {
         }
     }
 
-    /// The recorded-offset forward and scatter backward against the search versions they
-    /// replace, bitwise, with ties and NaNs in the input.
+    /// The recorded-offset forward (vectorised inside the rows, searching at the edges) and the
+    /// scatter backward against the search versions they replace, bitwise: values, every
+    /// window's offset, and `dx`; with ties, signed zeros, NaNs and all `-inf` windows in the
+    /// input, rows narrower and wider than a lane group, strides 1 to 3.
     #[test]
     fn recorded_offsets_match_the_searching_kernels() {
-        for o in [PoolOpts::new(3, 2, 1), PoolOpts::new(3, 2, 0).ceil(), PoolOpts::new(2, 2, 0), PoolOpts::new(3, 1, 1)]
-        {
-            let dims = [2usize, 3, 9, 11];
-            let mut xv: Vec<f32> = det_fill(dims.iter().product(), 21, 1.0).iter().map(|v| (v * 4.0).round()).collect();
-            xv[5] = f32::NAN;
-            xv[40] = f32::NAN;
-            xv[41] = f32::NAN;
-            let x = Tensor::from_vec(xv.clone(), dims.to_vec(), &Device::Cpu).unwrap();
-            let g = PoolGeom::new(&x, &o, "test").unwrap();
-            let mut want = vec![0f32; g.planes * g.out_plane()];
-            cpu_forward(&g, &xv, &mut want);
-            let (mut got, mut offs) = (vec![0f32; want.len()], vec![0u8; want.len()]);
-            cpu_forward_with_offsets(&g, &xv, &mut got, &mut offs);
-            assert_eq!(
-                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-            );
-            let gy = det_fill(want.len(), 22, 1.0);
-            let (mut dx_search, mut dx_scatter) = (vec![0f32; xv.len()], vec![0f32; xv.len()]);
-            cpu_backward(&g, &xv, &gy, &mut dx_search);
-            cpu_backward_from_offsets(&g, &offs, &gy, &mut dx_scatter);
-            assert_eq!(dx_search, dx_scatter, "{o:?}");
+        let rect =
+            PoolOpts { kernel: (3, 2), stride: (2, 1), padding: (1, 0), ceil_mode: true, count_include_pad: true };
+        let opts = [
+            PoolOpts::new(3, 2, 1),
+            PoolOpts::new(3, 2, 0).ceil(),
+            PoolOpts::new(2, 2, 0),
+            PoolOpts::new(3, 1, 1),
+            PoolOpts::new(3, 3, 1).ceil(),
+            rect,
+        ];
+        for o in opts {
+            for dims in [[2usize, 3, 9, 11], [1, 2, 13, 70], [1, 1, 6, 37]] {
+                let n: usize = dims.iter().product();
+                let mut xv: Vec<f32> = det_fill(n, 21, 1.0).iter().map(|v| (v * 4.0).round()).collect();
+                for i in (5..n).step_by(53) {
+                    xv[i] = f32::NAN;
+                }
+                for i in (7..n).step_by(29) {
+                    xv[i] = -0.0;
+                }
+                // A patch of -inf as wide as a window and more, so some windows hold nothing else.
+                for i in 0..4 {
+                    for j in 20..27 {
+                        if let Some(v) = xv.get_mut(i * dims[3] + j) {
+                            *v = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+                let x = Tensor::from_vec(xv.clone(), dims.to_vec(), &Device::Cpu).unwrap();
+                let g = PoolGeom::new(&x, &o, "test").unwrap();
+                let mut want = vec![0f32; g.planes * g.out_plane()];
+                cpu_forward(&g, &xv, &mut want);
+                let mut want_offs = vec![0u8; want.len()];
+                for (pl, offs) in want_offs.chunks_mut(g.out_plane()).enumerate() {
+                    let xp = &xv[pl * g.in_plane()..(pl + 1) * g.in_plane()];
+                    for oy in 0..g.oh {
+                        for ox in 0..g.ow {
+                            offs[oy * g.ow + ox] = offset_in_window(&g, oy, ox, argmax(xp, &g, oy, ox));
+                        }
+                    }
+                }
+                let (mut got, mut offs) = (vec![0f32; want.len()], vec![0u8; want.len()]);
+                cpu_forward_with_offsets(&g, &xv, &mut got, &mut offs);
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{o:?} {dims:?}"
+                );
+                assert_eq!(offs, want_offs, "{o:?} {dims:?}");
+                let gy = det_fill(want.len(), 22, 1.0);
+                let (mut dx_search, mut dx_scatter) = (vec![0f32; xv.len()], vec![0f32; xv.len()]);
+                cpu_backward(&g, &xv, &gy, &mut dx_search);
+                cpu_backward_from_offsets(&g, &offs, &gy, &mut dx_scatter);
+                assert_eq!(dx_search, dx_scatter, "{o:?} {dims:?}");
+            }
         }
     }
 
