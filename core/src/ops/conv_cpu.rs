@@ -277,6 +277,10 @@ fn im2col_row_band(
 ) {
     let s = g.stride;
     let (lo, hi) = valid_cols(g, j);
+    if s == 1 && g.ow == g.w && lo < hi {
+        im2col_rows_shifted(g, xp, i, j, (lo, hi), oys, dst, padding_zeroed);
+        return;
+    }
     // First input column read by output column `lo` (0 when the range is empty).
     let x0 = (lo * s + j).saturating_sub(g.pad[2]);
     for (oy, d) in oys.clone().zip(dst[..oys.len() * g.ow].chunks_exact_mut(g.ow)) {
@@ -300,6 +304,52 @@ fn im2col_row_band(
                 *v = src[x0 + k * s];
             }
         }
+    }
+}
+
+/// [`im2col_row_band`] for a stride-1 convolution whose output rows are as wide as its input
+/// rows (`W' = W`: the zoo's "same" 3×3 layers and the small planes of ResNet-20 and ResNet-18's
+/// last stage): then the valid output rows of tap `(i, j)` are the input plane shifted by
+/// `(i - pt)·W + (j - pl)` elements, so they are one contiguous copy, after which the edge
+/// columns that read the padding (`ox < lo` or `ox ≥ hi`: the copy put the neighbouring row's
+/// values there) are set to zero. One copy per band instead of one per output row of 7 to 32
+/// floats (ResNet-20's 8×8 and 32×32 planes, ResNet-18's 7×7). Rows that read the padding are
+/// zero-filled unless `padding_zeroed`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn im2col_rows_shifted(
+    g: &Geom,
+    xp: &[f32],
+    i: usize,
+    j: usize,
+    (lo, hi): (usize, usize),
+    oys: std::ops::Range<usize>,
+    dst: &mut [f32],
+    padding_zeroed: bool,
+) {
+    let w = g.w;
+    let dst = &mut dst[..oys.len() * w];
+    // Output rows `oy` whose input row `oy + i - pt` lies inside the plane.
+    let first = (g.pad[0].saturating_sub(i)).clamp(oys.start, oys.end);
+    let last = (g.h + g.pad[0]).saturating_sub(i).clamp(first, oys.end);
+    if !padding_zeroed {
+        dst[..(first - oys.start) * w].fill(0.0);
+        dst[(last - oys.start) * w..].fill(0.0);
+    }
+    if first == last {
+        return;
+    }
+    // dst[k] = xp[k + shift] for the valid rows, clipped to the plane at both ends (the clipped
+    // elements are edge columns, zeroed below).
+    let shift = ((first + i) * w + j) as isize - (g.pad[0] * w + g.pad[2]) as isize;
+    let (a, b) = ((first - oys.start) * w, (last - oys.start) * w);
+    let skip_front = (-shift).max(0) as usize;
+    let src_start = (shift + skip_front as isize) as usize;
+    let len = (b - a - skip_front).min(xp.len().saturating_sub(src_start));
+    copy_row(&mut dst[a + skip_front..a + skip_front + len], &xp[src_start..src_start + len]);
+    for row in dst[a..b].chunks_exact_mut(w) {
+        row[..lo].fill(0.0);
+        row[hi..].fill(0.0);
     }
 }
 
@@ -901,7 +951,7 @@ mod tests {
         for (c, h, w) in [(2, 7, 9), (1, 5, 4), (3, 8, 8)] {
             for (kh, kw) in [(3, 3), (1, 1), (1, 7), (5, 2)] {
                 for stride in 1..=3 {
-                    for pad in [[0, 0, 0, 0], [1, 1, 1, 1], [0, 2, 3, 1], [4, 0, 0, 5]] {
+                    for pad in [[0, 0, 0, 0], [1, 1, 1, 1], [0, 2, 3, 1], [4, 0, 0, 5], [1, 0, 2, 0], [0, 2, 0, 1]] {
                         let (hp, wp) = (h + pad[0] + pad[1], w + pad[2] + pad[3]);
                         if hp < kh || wp < kw {
                             continue;
@@ -930,6 +980,16 @@ mod tests {
                         im2col(&g, &x, &mut reused, true);
                         im2col(&g, &x2, &mut reused, true);
                         assert_eq!(reused, im2col_naive(&g, &x2), "im2col into a reused buffer {g:?}");
+                        // Bands of output rows (the banded forward's), fresh and reused buffers.
+                        for band in [0..1, 1..g.oh, g.oh / 2..g.oh, 0..g.oh.saturating_sub(1)] {
+                            let n = band.len() * g.ow;
+                            let want: Vec<f32> = (0..g.ck())
+                                .flat_map(|r| want[r * g.hw_out()..][band.start * g.ow..][..n].to_vec())
+                                .collect();
+                            let mut got = vec![f32::NAN; g.ck() * n];
+                            im2col_band(&g, &x, band.clone(), &mut got, false);
+                            assert_eq!(got, want, "im2col_band {band:?} {g:?}");
+                        }
                         // col2im is the adjoint: a scatter-add along the naive map, in the same
                         // (i, j, oy, ox) order, so the sums agree bitwise.
                         let d = crate::init::det_fill(cols.len(), 8, 1.0);
