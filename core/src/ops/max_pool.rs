@@ -99,10 +99,10 @@ fn interior_cols(g: &PoolGeom) -> (usize, usize) {
 }
 
 /// [`cpu_forward`] that also records each window's argmax as its offset in the window
-/// (`offsets`: `planes·OH·OW`; needs [`offsets_fit`]). The columns whose windows lie inside the
-/// row ([`interior_cols`]) run [`interior_row`], sixteen at a time without a branch per
-/// element; the edge columns search as [`cpu_forward`] does. Both take the first maximum in
-/// scan order (NaN wins), so values and offsets are [`cpu_forward`]'s. Public for benchmarks.
+/// (`offsets`: `planes·OH·OW`; windows of at most 256 elements). The columns whose windows lie
+/// inside the row run sixteen at a time without a branch per element (`interior_row`); the
+/// edge columns search as [`cpu_forward`] does. Both take the first maximum in scan order (NaN
+/// wins), so values and offsets are [`cpu_forward`]'s. Public for benchmarks.
 ///
 /// # Panics
 /// If a window holds more than 256 elements (its offsets would not fit in a byte).
